@@ -1,0 +1,1 @@
+"""bucketchat: serverless chat in a bucket."""
