@@ -1,0 +1,5 @@
+"""``python -m bucketchat`` runs the command line."""
+
+from bucketchat.cli.main import run
+
+run()

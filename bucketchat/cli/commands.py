@@ -1,0 +1,16 @@
+"""Which command lives in which module; each module adds its commands to the app."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+AREAS = (
+    "bucketchat.cli.keys",
+)
+
+
+def register(app: typer.Typer) -> None:
+    for name in AREAS:
+        importlib.import_module(name).register(app)
