@@ -1,0 +1,139 @@
+"""Opening the DuckDB cache: migrations on open, retries while another process holds it.
+
+DuckDB lets one process open a file for writing, and while it does no other process can
+open it at all, not even read-only. So every command retries for a few seconds and then
+says the cache is busy (exit 3); writers keep the cache open only for a batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import duckdb
+
+from bucketchat.cache.migrations import apply_migrations, pending_migrations
+from bucketchat.errors import CacheBusy, CacheError
+
+DEFAULT_WAIT_SECONDS = 5.0
+_LOCK_MESSAGES = ("Could not set lock", "Conflicting lock", "database is locked")
+
+
+def _config(read_only: bool, private_dir: Path) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+        "extension_directory": str(private_dir),
+    }
+    if read_only:
+        config["access_mode"] = "READ_ONLY"
+    return config
+
+
+def _connect(path: Path, read_only: bool, wait_seconds: float) -> duckdb.DuckDBPyConnection:
+    deadline = time.monotonic() + wait_seconds
+    delay = 0.02
+    private_dir = path.parent / ".duckdb-extensions"
+    while True:
+        try:
+            return duckdb.connect(str(path), config=_config(read_only, private_dir))
+        except duckdb.IOException as exc:
+            if not any(message in str(exc) for message in _LOCK_MESSAGES):
+                raise CacheError(f"cannot open the cache {path}: {exc}") from exc
+            if time.monotonic() >= deadline:
+                raise CacheBusy(
+                    f"the cache is busy (another bucketchat is syncing): {path}; "
+                    "try again in a moment"
+                ) from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
+        except duckdb.Error as exc:
+            raise CacheError(f"cannot open the cache {path}: {exc}") from exc
+
+
+class Cache:
+    """An open cache. Use as a context manager so the file is released promptly."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -> None:
+        self.con = con
+        self.path = path
+        self.read_only = read_only
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Cache:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield self.con
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
+    def meta(self, key: str) -> str | None:
+        row = self.con.execute("SELECT value FROM cache_meta WHERE key = ?", [key]).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.con.execute(
+            "INSERT OR REPLACE INTO cache_meta (key, value) VALUES (?, ?)", [key, value]
+        )
+
+
+def open_cache(
+    path: Path, *, read_only: bool = False, wait_seconds: float = DEFAULT_WAIT_SECONDS
+) -> Cache:
+    """Open (creating and migrating as needed) the cache at ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if read_only:
+        if path.exists():
+            con = _connect(path, True, wait_seconds)
+            try:
+                if not pending_migrations_read_only(con):
+                    return Cache(con, path, True)
+            except BaseException:
+                con.close()
+                raise
+            con.close()
+        open_cache(path, wait_seconds=wait_seconds).close()
+        return Cache(_connect(path, True, wait_seconds), path, True)
+    con = _connect(path, False, wait_seconds)
+    try:
+        apply_migrations(con)
+    except BaseException:
+        con.close()
+        raise
+    return Cache(con, path, False)
+
+
+def pending_migrations_read_only(con: duckdb.DuckDBPyConnection) -> bool:
+    tables = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_migrations'"
+    ).fetchone()
+    if not tables or tables[0] == 0:
+        return True
+    from bucketchat.cache.migrations import APPLIED_MIGRATIONS, shipped_migrations
+
+    shipped = shipped_migrations()
+    applied = {row[0]: row[2] for row in con.execute(APPLIED_MIGRATIONS).fetchall()}
+    for migration in shipped:
+        if migration.version in applied and applied[migration.version] != migration.sha256:
+            pending_migrations(con, shipped)  # raises MigrationMismatch with its message
+    return any(migration.version not in applied for migration in shipped)

@@ -1,0 +1,186 @@
+"""Key decisions in the cache: candidate keys, late verification, and §5 per room.
+
+After new events land, each touched room's member events are walked in timeline order
+(``protocol.trust.resolve_keys``) and the outcome replaces the room's rows in
+``key_state``, ``invalid_member_events`` and ``key_findings``; the ``events`` view derives
+every event's trust from them. Events that no candidate key verified are tried again
+whenever their sender has more candidate keys than when they were read, so a key that
+arrives later verifies events stored earlier.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import pyarrow as pa
+
+from bucketchat.cache import Cache
+from bucketchat.protocol.trust import KeyEvent, resolve_keys
+from bucketchat.sync.reader import KeyRing, verify_again
+
+AttestationCheck = Callable[[str, str, dict[str, Any], int], tuple[bool, str]]
+
+PUBLISHED_KEYS = """
+SELECT DISTINCT sender_id, public_key FROM event_rows
+WHERE room_id = ? AND type = 'm.room.member' AND public_key IS NOT NULL
+ORDER BY sender_id, public_key
+"""
+UNVERIFIED_WITH_NEW_KEYS = """
+SELECT e.raw, e.sender_id, e.event_hash
+FROM event_rows e JOIN candidate_counts c ON c.sender_id = e.sender_id
+WHERE e.room_id = ? AND e.signer_key IS NULL AND e.keys_tried < c.keys
+"""
+SET_SIGNER = """
+UPDATE event_rows SET signer_key = ?, keys_tried = ?
+WHERE room_id = ? AND event_hash = ? AND signer_key IS NULL
+"""
+SET_KEYS_TRIED = """
+UPDATE event_rows SET keys_tried = ?
+WHERE room_id = ? AND event_hash = ? AND signer_key IS NULL
+"""
+KEY_EVENTS = """
+SELECT event_hash, event_id, timestamp_ms, sender_id, public_key, signer_key,
+       json_extract(content, '$.attestation')::VARCHAR, json_extract(content, '$.revokes')::VARCHAR
+FROM event_rows
+WHERE room_id = ? AND type = 'm.room.member' AND public_key IS NOT NULL
+  AND content_problem IS NULL
+"""
+SET_ATTESTATION = """
+UPDATE event_rows SET attestation_ok = ?, attestation_detail = ?
+WHERE room_id = ? AND event_hash = ?
+"""
+ROOM_SENDERS = "SELECT DISTINCT sender_id FROM event_rows WHERE room_id = ?"
+CLEAR_ROOM_KEYS = (
+    "DELETE FROM key_state WHERE room_id = ?",
+    "DELETE FROM invalid_member_events WHERE room_id = ?",
+    "DELETE FROM key_findings WHERE room_id = ?",
+)
+
+
+def candidate_keys(
+    cache: Cache, room_id: str, pinned: Mapping[str, Iterable[str]]
+) -> dict[str, list[str]]:
+    candidates: dict[str, list[str]] = defaultdict(list)
+    for sender, keys in pinned.items():
+        candidates[sender].extend(keys)
+    for sender, key in cache.con.execute(PUBLISHED_KEYS, [room_id]).fetchall():
+        if key not in candidates[sender]:
+            candidates[sender].append(key)
+    return dict(candidates)
+
+
+def verify_late(cache: Cache, room_id: str, candidates: Mapping[str, list[str]]) -> int:
+    """Verify again the room's unverified events whose sender has gained candidate keys."""
+    ring = KeyRing(candidates)
+    counts = pa.table(
+        {
+            "sender_id": list(candidates),
+            "keys": [ring.count(sender) for sender in candidates],
+        }
+    )
+    cache.con.register("candidate_counts", counts)
+    try:
+        rows = cache.con.execute(UNVERIFIED_WITH_NEW_KEYS, [room_id]).fetchall()
+    finally:
+        cache.con.unregister("candidate_counts")
+    if not rows:
+        return 0
+    results = verify_again(rows, candidates)
+    found = [[signer, tried, room_id, digest] for digest, signer, tried in results if signer]
+    missed = [[tried, room_id, digest] for digest, signer, tried in results if not signer]
+    if found:
+        cache.con.executemany(SET_SIGNER, found)
+    if missed:
+        cache.con.executemany(SET_KEYS_TRIED, missed)
+    return sum(1 for _, signer, _ in results if signer)
+
+
+def _json_or_none(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def refresh_room_keys(
+    cache: Cache,
+    room_id: str,
+    pinned: Mapping[str, list[str]],
+    check_attestation: AttestationCheck,
+) -> None:
+    """Re-decide one room's keys and store the outcome (inside the caller's transaction)."""
+    senders = {row[0] for row in cache.con.execute(ROOM_SENDERS, [room_id]).fetchall()}
+    room_pinned = {sender: keys for sender, keys in pinned.items() if sender in senders}
+    verify_late(cache, room_id, candidate_keys(cache, room_id, room_pinned))
+
+    key_events = []
+    attestation_updates = []
+    for row in cache.con.execute(KEY_EVENTS, [room_id]).fetchall():
+        digest, event_id, timestamp, sender, public_key, signer, attestation, revokes = row
+        attestation_ok: bool | None = None
+        attestation_value = _json_or_none(attestation)
+        if attestation_value is not None:
+            if isinstance(attestation_value, dict):
+                attestation_ok, detail = check_attestation(
+                    sender, public_key, attestation_value, timestamp
+                )
+            else:
+                attestation_ok, detail = False, "attestation is not an object"
+            attestation_updates.append([attestation_ok, detail, room_id, digest])
+        revoked = _json_or_none(revokes)
+        key_events.append(
+            KeyEvent(
+                order=(timestamp, event_id, digest),
+                event_hash=digest,
+                sender_id=sender,
+                public_key=public_key,
+                signer=signer,
+                attestation_ok=attestation_ok,
+                revokes=tuple(k for k in revoked if isinstance(k, str))
+                if isinstance(revoked, list)
+                else (),
+            )
+        )
+    if attestation_updates:
+        cache.con.executemany(SET_ATTESTATION, attestation_updates)
+    state = resolve_keys(key_events, room_pinned)
+
+    con = cache.con
+    for statement in CLEAR_ROOM_KEYS:
+        con.execute(statement, [room_id])
+    pinned_pairs = {(s, k) for s, keys in room_pinned.items() for k in keys}
+    rows: list[list[Any]] = [
+        [
+            room_id,
+            sender,
+            key,
+            "accepted",
+            accepted.trust,
+            accepted.revoked_after_ms,
+            (sender, key) in pinned_pairs,
+        ]
+        for (sender, key), accepted in state.accepted.items()
+    ]
+    rows += [
+        [room_id, sender, key, "conflict", None, None, False] for sender, key in state.conflicted
+    ]
+    if rows:
+        con.executemany("INSERT INTO key_state VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    if state.invalid_events:
+        con.executemany(
+            "INSERT INTO invalid_member_events VALUES (?, ?)",
+            [[room_id, digest] for digest in sorted(state.invalid_events)],
+        )
+    if state.findings:
+        con.executemany(
+            "INSERT INTO key_findings VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                [room_id, f.kind, f.sender_id, f.public_key, f.event_hash, f.detail]
+                for f in state.findings
+            ],
+        )

@@ -1,0 +1,264 @@
+"""Reading one log file: split, parse, check the room, hash and verify every line.
+
+This is the CPU-heavy step of a sync (Ed25519 verification is ~55 µs an event, everything
+else a few), so it runs in worker processes over whole files and returns plain columns
+that the main process bulk-inserts. Verification here is a crypto fact only — which of
+the sender's candidate keys verifies the line; whether that key is trusted is decided
+later from the room's key events (PROTOCOL.md §5), in timeline order.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bucketchat.protocol.canonical import signing_bytes
+from bucketchat.protocol.lines import ParsedEvent, Rejection, parse_line, split_lines
+from bucketchat.protocol.models import content_problem
+from bucketchat.protocol.naming import event_id_room
+from bucketchat.protocol.signing import (
+    PUBLIC_KEY_BYTES,
+    SIGNATURE_BYTES,
+    public_key_problem,
+    strict_b64decode,
+    verify_raw,
+)
+
+EVENT_COLUMNS = (
+    "event_hash",
+    "signature",
+    "event_id",
+    "room_id",
+    "timestamp_ms",
+    "sender_id",
+    "type",
+    "parent_event_id",
+    "prev_event_hash",
+    "content",
+    "raw",
+    "line",
+    "signer_key",
+    "content_problem",
+    "body",
+    "msgtype",
+    "relates_to",
+    "reaction_key",
+    "membership",
+    "public_key",
+    "keys_tried",
+)
+
+RELATION_FIELD = {
+    "m.room.edit": "replaces",
+    "m.room.redaction": "redacts",
+    "m.room.reaction": "relates_to",
+}
+
+
+@dataclass
+class RejectedLine:
+    line: int
+    reason: str
+    detail: str
+    raw: str
+    event_id: str | None = None
+    sender_id: str | None = None
+
+
+@dataclass
+class FileResult:
+    key: str
+    size: int
+    sha256: str
+    ends_with_newline: bool
+    columns: dict[str, list[Any]] = field(default_factory=dict)
+    rejected: list[RejectedLine] = field(default_factory=list)
+    lines_start_ts: int | None = None
+    lines_end_ts: int | None = None
+    error: str | None = None
+
+    @property
+    def event_count(self) -> int:
+        return len(self.columns.get("event_hash", ()))
+
+
+class KeyRing:
+    """Candidate keys per sender, decoded once, weak ones left out."""
+
+    def __init__(self, candidates: Mapping[str, Sequence[str]]) -> None:
+        self._raw: dict[str, bytes] = {}
+        self._by_sender: dict[str, list[str]] = {}
+        for sender, keys in candidates.items():
+            for key in keys:
+                self.add(sender, key)
+
+    def add(self, sender: str, key: str) -> None:
+        keys = self._by_sender.setdefault(sender, [])
+        if key in keys:
+            return
+        if key not in self._raw:
+            if public_key_problem(key) is not None:
+                return
+            raw = strict_b64decode(key, PUBLIC_KEY_BYTES)
+            assert raw is not None
+            self._raw[key] = raw
+        keys.append(key)
+
+    def count(self, sender: str) -> int:
+        return len(self._by_sender.get(sender, ()))
+
+    def find_signer(self, sender: str, signature: str, message: bytes) -> str | None:
+        keys = self._by_sender.get(sender)
+        if not keys:
+            return None
+        raw_sig = strict_b64decode(signature, SIGNATURE_BYTES)
+        if raw_sig is None:
+            return None
+        for index, key in enumerate(keys):
+            if verify_raw(self._raw[key], raw_sig, message):
+                if index:  # the key that verified last is the likeliest next time
+                    keys.insert(0, keys.pop(index))
+                return key
+        return None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def derived_fields(event_type: str, content: dict[str, Any]) -> tuple[Any, ...]:
+    """(body, msgtype, relates_to, reaction_key, membership, public_key) for the columns."""
+    body = msgtype = relates_to = reaction = membership = public_key = None
+    if event_type == "m.room.message":
+        body, msgtype = _text(content.get("body")), _text(content.get("msgtype"))
+    elif event_type == "m.room.edit":
+        new = content.get("new_content")
+        if isinstance(new, dict):
+            body, msgtype = _text(new.get("body")), _text(new.get("msgtype"))
+    elif event_type == "m.room.member":
+        membership, public_key = _text(content.get("membership")), _text(content.get("public_key"))
+    if event_type in RELATION_FIELD:
+        relates_to = _text(content.get(RELATION_FIELD[event_type]))
+    if event_type == "m.room.reaction":
+        reaction = _text(content.get("reaction"))
+    return body, msgtype, relates_to, reaction, membership, public_key
+
+
+def read_file(
+    key: str,
+    room_id: str,
+    data: bytes | None = None,
+    path: str | None = None,
+    candidates: Mapping[str, Sequence[str]] | None = None,
+) -> FileResult:
+    """Parse and verify one file's bytes (given, or read from a local ``path``)."""
+    if data is None:
+        if path is None:
+            raise ValueError("read_file needs data or a path")
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()
+        except OSError as exc:
+            return FileResult(key, 0, "", True, error=f"cannot read {key}: {exc.strerror}")
+    result = FileResult(
+        key=key,
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        ends_with_newline=data.endswith(b"\n"),
+    )
+    columns: dict[str, list[Any]] = {name: [] for name in EVENT_COLUMNS}
+    result.columns = columns
+    parsed: list[tuple[int, ParsedEvent]] = []
+    for number, raw in split_lines(data):
+        outcome = parse_line(raw)
+        if isinstance(outcome, Rejection):
+            result.rejected.append(
+                RejectedLine(number, outcome.reason, outcome.detail, outcome.raw_kept)
+            )
+            continue
+        parsed.append((number, outcome))
+
+    ring = KeyRing(candidates or {})
+    for _, event in parsed:  # keys published in this file can verify its other lines
+        if event.type == "m.room.member" and event.room_id == room_id:
+            published = event.content.get("public_key")
+            if isinstance(published, str):
+                ring.add(event.sender_id, published)
+
+    starts = []
+    for number, event in parsed:
+        data_ = event.data
+        starts.append(event.timestamp_ms)
+        if event.room_id != room_id or event_id_room(event.event_id) != event.room_id:
+            result.rejected.append(
+                RejectedLine(
+                    number,
+                    "room_mismatch",
+                    f"event of room {event.room_id!r} (id {event.event_id!r}) in the folder of "
+                    f"{room_id!r}",
+                    event.raw.decode("utf-8")[:4096],
+                    event.event_id,
+                    event.sender_id,
+                )
+            )
+            continue
+        message = signing_bytes(data_)
+        digest = base64.b64encode(hashlib.sha256(message).digest()).decode("ascii")
+        sender = event.sender_id
+        signer = ring.find_signer(sender, data_["signature"], message)
+        content = event.content
+        body, msgtype, relates_to, reaction, membership, public_key = derived_fields(
+            event.type, content
+        )
+        row = (
+            digest,
+            data_["signature"],
+            event.event_id,
+            event.room_id,
+            event.timestamp_ms,
+            sender,
+            event.type,
+            data_["parent_event_id"],
+            data_["prev_event_hash"],
+            _json(content),
+            event.raw.decode("utf-8"),
+            number,
+            signer,
+            content_problem(event.type, content),
+            body,
+            msgtype,
+            relates_to,
+            reaction,
+            membership,
+            public_key,
+            ring.count(sender),
+        )
+        for name, value in zip(EVENT_COLUMNS, row, strict=True):
+            columns[name].append(value)
+    if starts:
+        result.lines_start_ts, result.lines_end_ts = min(starts), max(starts)
+    return result
+
+
+def _json(value: Any) -> str:
+    import orjson
+
+    return orjson.dumps(value).decode("utf-8")
+
+
+def verify_again(
+    rows: Sequence[tuple[str, str, str]], candidates: Mapping[str, Sequence[str]]
+) -> list[tuple[str, str | None, int]]:
+    """(raw line, sender, event_hash) → (event_hash, signer or None, keys tried)."""
+    ring = KeyRing(candidates)
+    out = []
+    for raw, sender, digest in rows:
+        parsed = parse_line(raw.encode("utf-8"))
+        if isinstance(parsed, Rejection):
+            continue
+        signer = ring.find_signer(sender, parsed.data["signature"], signing_bytes(parsed.data))
+        out.append((digest, signer, ring.count(sender)))
+    return out
