@@ -9,10 +9,11 @@ from datetime import UTC, datetime
 
 from bucketchat.errors import BadIdentifier
 
-ROOM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-CLIENT_ID = re.compile(r"^[A-Za-z0-9_]{1,64}$")
-LOG_FILE = re.compile(r"^messages_(\d{1,16})_(\d{1,16})_([A-Za-z0-9_]{1,64})\.jsonl$")
-DAY_FOLDER = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# \Z, not $: "$" also matches before a trailing "\n"; [0-9], not \d: \d takes any Unicode digit
+ROOM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+CLIENT_ID = re.compile(r"^[A-Za-z0-9_]{1,64}\Z")
+LOG_FILE = re.compile(r"^messages_([0-9]{1,16})_([0-9]{1,16})_([A-Za-z0-9_]{1,64})\.jsonl\Z")
+DAY_FOLDER = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 _NOT_CLIENT_CHAR = re.compile(r"[^A-Za-z0-9_]")
 
 
