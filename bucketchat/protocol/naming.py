@@ -44,9 +44,9 @@ def event_id_room(event_id: str) -> str:
 
 
 def client_id_for(sender_id: str, key_fingerprint: str) -> str:
-    if "@" in sender_id:
+    if "@" in sender_id and not sender_id.startswith("@"):
         local = sender_id.split("@", 1)[0]
-    elif ":" in sender_id:
+    elif ":" in sender_id:  # "@bob:matrix.org": nothing before "@", so after the last ":"
         local = sender_id.rsplit(":", 1)[1]
     else:
         local = sender_id
