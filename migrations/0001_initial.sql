@@ -20,7 +20,10 @@ CREATE TABLE files (
     ingested_at     TIMESTAMP
 );
 
+CREATE SEQUENCE event_seq;
+
 CREATE TABLE event_rows (
+    seq             BIGINT NOT NULL DEFAULT nextval('event_seq'),  -- arrival order, for followers
     event_hash      VARCHAR NOT NULL,
     signature       VARCHAR NOT NULL,
     event_id        VARCHAR NOT NULL,
