@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -47,3 +47,9 @@ def b64(raw: bytes) -> str:
 
 def event_hash(event: Mapping[str, Any]) -> str:
     return b64(hash_bytes(signing_bytes(event)))
+
+
+def room_digest(event_hashes: Iterable[str]) -> str:
+    """PROTOCOL.md §8: sha256 hex over the sorted raw hashes of a room's non-invalid events."""
+    raw = sorted(base64.b64decode(digest) for digest in event_hashes)
+    return hashlib.sha256(b"".join(raw)).hexdigest()

@@ -1,0 +1,124 @@
+"""The audit: findings of PROTOCOL.md §7-8, per-chain status and room digests, as plain data.
+
+Everything comes from the cache's views (``findings``, ``events``, ``keys``); this module
+only shapes it into the documented JSON (CLI.md ``audit --format json``) and decides the
+exit status for ``--fail-on``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Any
+
+from bucketchat.cache import Cache
+from bucketchat.protocol.canonical import room_digest
+
+SEVERITY_RANK = {"info": 0, "warning": 1, "error": 2}
+FAIL_ON = {"error": 2, "warning": 1, "never": 99}
+CHAIN_NAMES = {
+    "chain_gap": "gap",
+    "chain_fork": "fork",
+    "unchained": "unchained",
+    "timestamp_regression": "regression",
+}
+
+FINDINGS = """
+SELECT kind, severity, room_id, sender_id, event_id, file, line, reason, detail
+FROM findings
+WHERE $room IS NULL OR room_id = $room
+ORDER BY room_id NULLS FIRST, file NULLS FIRST, line NULLS FIRST, kind, event_id
+"""
+SENDER_CHAINS = """
+SELECT e.room_id, e.sender_id, e.signer_key, count(*) AS events,
+       CASE WHEN bool_or(e.trust = 'attested') THEN 'attested'
+            WHEN bool_or(e.trust = 'tofu') THEN 'tofu'
+            WHEN bool_or(k.status = 'conflict') THEN 'conflict'
+            ELSE 'unverified' END AS trust
+FROM events e
+LEFT JOIN key_state k
+       ON k.room_id = e.room_id AND k.sender_id = e.sender_id AND k.public_key = e.signer_key
+WHERE $room IS NULL OR e.room_id = $room
+GROUP BY e.room_id, e.sender_id, e.signer_key
+ORDER BY e.room_id, e.sender_id, e.signer_key NULLS LAST
+"""
+CHAIN_PROBLEMS = """
+SELECT DISTINCT room_id, sender_id, signer_key, kind FROM chain_findings
+WHERE $room IS NULL OR room_id = $room
+"""
+ROOM_HASHES = """
+SELECT room_id, list(event_hash) FROM events
+WHERE trust <> 'invalid' AND ($room IS NULL OR room_id = $room)
+GROUP BY room_id ORDER BY room_id
+"""
+ROOM_NAMES = """
+SELECT DISTINCT room_id FROM (
+    SELECT room_id FROM event_rows UNION ALL SELECT room_id FROM room_meta
+    UNION ALL SELECT room_id FROM files WHERE room_id IS NOT NULL
+) WHERE $room IS NULL OR room_id = $room ORDER BY room_id
+"""
+TOTALS = """
+SELECT count(*), count(DISTINCT sender_id) FROM events WHERE $room IS NULL OR room_id = $room
+"""
+
+
+def audit_report(cache: Cache, room: str | None = None) -> dict[str, Any]:
+    con = cache.con
+    params = {"room": room}
+    columns = (
+        "kind",
+        "severity",
+        "room_id",
+        "sender_id",
+        "event_id",
+        "file",
+        "line",
+        "reason",
+        "detail",
+    )
+    findings = [
+        dict(zip(columns, row, strict=True)) for row in con.execute(FINDINGS, params).fetchall()
+    ]
+    problems: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+    for room_id, sender, key, kind in con.execute(CHAIN_PROBLEMS, params).fetchall():
+        problems[(room_id, sender, key)].add(CHAIN_NAMES[kind])
+    senders = [
+        {
+            "room_id": room_id,
+            "sender_id": sender,
+            "public_key": key,
+            "events": count,
+            "trust": trust,
+            "chain": sorted(problems.get((room_id, sender, key), set())),
+        }
+        for room_id, sender, key, count, trust in con.execute(SENDER_CHAINS, params).fetchall()
+    ]
+    hashes = dict(con.execute(ROOM_HASHES, params).fetchall())
+    rooms = [
+        {
+            "room_id": room_id,
+            "events": len(hashes.get(room_id, [])),
+            "digest": room_digest(hashes.get(room_id, [])),
+        }
+        for (room_id,) in con.execute(ROOM_NAMES, params).fetchall()
+    ]
+    totals = con.execute(TOTALS, params).fetchone() or (0, 0)
+    severities = Counter(finding["severity"] for finding in findings)
+    return {
+        "summary": {
+            "events": totals[0],
+            "senders": totals[1],
+            "error": severities.get("error", 0),
+            "warning": severities.get("warning", 0),
+            "info": severities.get("info", 0),
+            "by_kind": dict(sorted(Counter(f["kind"] for f in findings).items())),
+        },
+        "findings": findings,
+        "senders": senders,
+        "rooms": rooms,
+    }
+
+
+def fails(report: dict[str, Any], fail_on: str) -> bool:
+    """True when a finding is at or above the ``--fail-on`` severity."""
+    threshold = FAIL_ON[fail_on]
+    return any(SEVERITY_RANK[f["severity"]] >= threshold for f in report["findings"])
