@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import groupby
 
 from bucketchat.protocol.signing import public_key_problem
 
@@ -116,9 +117,23 @@ def resolve_keys(
         and (event.sender_id, event.public_key) not in weak
     } | {sender for sender, _ in state.accepted}
 
-    for event in events:
+    # copies of one event (same order, same hash) differ only in their signature: the copy
+    # an accepted key verifies is the event, so a forged copy never shadows it (§4)
+    for _, copies in groupby(events, key=lambda event: event.order):
+        event = min(copies, key=lambda copy: _copy_rank(state, copy))
         _walk_one(state, event, event.sender_id in attested_senders, weak)
     return state
+
+
+def _copy_rank(state: KeyState, event: KeyEvent) -> tuple[int, str]:
+    """Which copy of an event counts: signed by an accepted key, self-signed, anything else."""
+    signer = event.signer
+    voucher = state.accepted.get((event.sender_id, signer)) if signer is not None else None
+    if voucher is not None and voucher.signs_at(event.order[0]):
+        return (0, signer or "")
+    if signer is not None and signer == event.public_key:
+        return (1, signer)
+    return (2, signer or "")
 
 
 def _walk_one(
