@@ -8,10 +8,14 @@ exit status for ``--fail-on``.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from bucketchat.cache import Cache
 from bucketchat.protocol.canonical import room_digest
+
+if TYPE_CHECKING:
+    from bucketchat.storage import Bucket
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "error": 2}
 FAIL_ON = {"error": 2, "warning": 1, "never": 99}
@@ -122,3 +126,43 @@ def fails(report: dict[str, Any], fail_on: str) -> bool:
     """True when a finding is at or above the ``--fail-on`` severity."""
     threshold = FAIL_ON[fail_on]
     return any(SEVERITY_RANK[f["severity"]] >= threshold for f in report["findings"])
+
+
+LOCKABLE_FILES = """
+SELECT path, room_id FROM files
+WHERE state IN ('ingested', 'mutated', 'metadata') AND ($room IS NULL OR room_id = $room)
+ORDER BY path
+"""
+
+
+def add_lock_findings(
+    report: dict[str, Any], bucket: Bucket, cache_path: Path, room: str | None = None
+) -> None:
+    """``--check-lock``: ask the bucket which known objects are really write-once."""
+    from bucketchat.cache import open_cache
+
+    with open_cache(cache_path, read_only=True) as cache:
+        files = cache.con.execute(LOCKABLE_FILES, {"room": room}).fetchall()
+    added = []
+    for path, room_id in files:
+        status = bucket.lock_status(path)
+        if not status.locked:
+            added.append(
+                {
+                    "kind": "unlocked_object",
+                    "severity": "warning",
+                    "room_id": room_id,
+                    "sender_id": None,
+                    "event_id": None,
+                    "file": path,
+                    "line": None,
+                    "reason": None,
+                    "detail": "the bucket does not protect this object from overwrite or deletion",
+                }
+            )
+    report["findings"].extend(added)
+    summary = report["summary"]
+    summary["warning"] += len(added)
+    if added:
+        summary["by_kind"]["unlocked_object"] = len(added)
+        summary["by_kind"] = dict(sorted(summary["by_kind"].items()))

@@ -77,7 +77,7 @@ def key_published(cache: Cache, room_id: str, sender_id: str, key: SigningKey) -
     return cache.con.execute(KEY_PUBLISHED, params).fetchone() is not None
 
 
-def room_of_event(cache: Cache, event_id: str) -> str:
+def room_of_event(event_id: str) -> str:
     """The room an event id belongs to: its first part (PROTOCOL.md §3)."""
     parts = event_id.split("::")
     if len(parts) != 3:

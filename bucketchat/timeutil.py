@@ -38,3 +38,8 @@ def parse_time_arg(text: str, *, end_of_day: bool = False) -> int:
     except ValueError as exc:
         raise UsageError(f"{text!r} is not an ISO 8601 date or date-time") from exc
     return int(moment.timestamp() * 1000)
+
+
+def format_ms(timestamp_ms: int) -> str:
+    """A protocol time for people: UTC, to the second."""
+    return datetime.fromtimestamp(timestamp_ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -8,6 +8,8 @@ import typer
 
 AREAS = (
     "bucketchat.cli.keys",
+    "bucketchat.cli.write",
+    "bucketchat.cli.sync",
 )
 
 

@@ -60,10 +60,17 @@ def main(
     ctx.obj = AppState(bucket=bucket, db=db, user=user, debug=debug)
 
 
+_registered = False
+
+
 def _register() -> None:
+    global _registered
+    if _registered:
+        return
     from bucketchat.cli import commands
 
     commands.register(app)
+    _registered = True
 
 
 def hoist_setting_flags(argv: list[str]) -> list[str]:
