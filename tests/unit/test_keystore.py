@@ -320,3 +320,14 @@ def test_signing_key_repr_hides_the_seed(seed: bytes) -> None:
     key = SigningKey(seed)
     assert seed.hex() not in repr(key) and base64.b64encode(seed).decode() not in repr(key)
     assert keystore.describe_key(key)["public_key"] == key.public_key
+
+
+def test_keystore_imports_no_ui_and_keyring_lazily() -> None:
+    code = (
+        "import sys, bucketchat.keystore; "
+        "print(sorted(m for m in ('rich', 'typer', 'keyring') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
