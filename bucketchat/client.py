@@ -7,7 +7,7 @@ stands), publish the device key if the room has not seen it, compose, upload, in
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from bucketchat.storage import Bucket
 from bucketchat.sync.keys import AttestationCheck
 from bucketchat.sync.pull import Progress, SyncReport, pull
 from bucketchat.sync.push import push
-from bucketchat.timeutil import utc_now
+from bucketchat.timeutil import now_ms, utc_now
 
 
 @dataclass
@@ -34,6 +34,7 @@ class Client:
     check_attestation: AttestationCheck | None = None
     displayname: str | None = None
     attestation: dict[str, Any] | None = None
+    clock: Callable[[], int] = now_ms
 
     def sync(
         self, room: str | None = None, progress: Progress | None = None, workers: int | None = None
@@ -75,8 +76,11 @@ class Client:
                     room_id,
                     "m.room.member",
                     join_content(key, self.displayname, self.attestation),
+                    clock=self.clock,
                 )
-            composed = compose(cache, key, user, room_id, event_type, content, parent_event_id)
+            composed = compose(
+                cache, key, user, room_id, event_type, content, parent_event_id, clock=self.clock
+            )
         self.sync(room=room_id)
         return composed
 

@@ -9,6 +9,7 @@ forking it. Timestamps never go backwards along the chain.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,6 +94,7 @@ def compose(
     event_type: str,
     content: dict[str, Any],
     parent_event_id: str | None = None,
+    clock: Callable[[], int] = now_ms,
 ) -> Composed:
     """Sign and chain one event and append it to the outbox (inside a transaction)."""
     check_room_id(room_id)
@@ -101,7 +103,7 @@ def compose(
         model.model_validate(content)
     with cache.transaction():
         head = chain_head(cache, room_id, sender_id, key)
-        timestamp = now_ms() if head is None else max(now_ms(), head[1])
+        timestamp = clock() if head is None else max(clock(), head[1])
         unsigned: dict[str, Any] = {
             "event_id": new_event_id(room_id, timestamp),
             "room_id": room_id,
