@@ -122,9 +122,7 @@ def test_cctv_whole_policy_pinned() -> None:
         v["number"]: accepted(_b64(v["key"]), _b64(v["sig"]), v["msg"].encode("utf-8"))
         for v in CCTV
     }
-    assert [n for n, ok in verdicts.items() if ok] == [
-        v["number"] for v in CCTV if not v["flags"]
-    ]
+    assert [n for n, ok in verdicts.items() if ok] == [v["number"] for v in CCTV if not v["flags"]]
     assert len([n for n, ok in verdicts.items() if ok]) == 1
     for vector in CCTV:
         if "low_order_component_A" in (vector["flags"] or ()):
@@ -204,9 +202,7 @@ def test_malformed_fixtures_are_really_different() -> None:
     assert verify(GOOD.public_key, GOOD_SIG, MESSAGE)
     # a lax decoder reads the padding-bit variants as the very same bytes
     assert base64.b64decode(BAD_KEYS["non-zero padding bits"]) == GOOD.public_raw
-    assert base64.b64decode(BAD_SIGNATURES["non-zero padding bits"]) == base64.b64decode(
-        GOOD_SIG
-    )
+    assert base64.b64decode(BAD_SIGNATURES["non-zero padding bits"]) == base64.b64decode(GOOD_SIG)
 
 
 @pytest.mark.parametrize("name", BAD_KEYS)

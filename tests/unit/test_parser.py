@@ -383,8 +383,30 @@ def test_raw_kept_on_rejection() -> None:
 
 JSONISH_BYTES = st.lists(
     st.sampled_from(
-        [b"{", b"}", b"[", b"]", b'"', b"\\", b":", b",", b"1", b"-", b".", b"e", b"\\u",
-         b"d800", b"null", b"true", b'"a"', b"\xff", b"\xed\xa0\x80", b"NaN", b" ", b"\x00"]
+        [
+            b"{",
+            b"}",
+            b"[",
+            b"]",
+            b'"',
+            b"\\",
+            b":",
+            b",",
+            b"1",
+            b"-",
+            b".",
+            b"e",
+            b"\\u",
+            b"d800",
+            b"null",
+            b"true",
+            b'"a"',
+            b"\xff",
+            b"\xed\xa0\x80",
+            b"NaN",
+            b" ",
+            b"\x00",
+        ]
     ),
     max_size=200,
 ).map(b"".join)

@@ -400,8 +400,9 @@ def test_order_of_input_never_changes_the_result(
 ) -> None:
     # forged copies: the same event (same hash) under a signature no key verifies
     copies = [
-        KeyEvent(e.order, e.event_hash, e.sender_id, e.public_key, None, e.attestation_ok,
-                 e.revokes)
+        KeyEvent(
+            e.order, e.event_hash, e.sender_id, e.public_key, None, e.attestation_ok, e.revokes
+        )
         for e in events
         if data.draw(st.booleans())
     ]
