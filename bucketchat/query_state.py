@@ -1,0 +1,389 @@
+"""The materialised timeline (``timeline_rows``): PROTOCOL.md §6 state, kept in step with sync.
+
+    event_rows + key decisions ──refresh(room)──▶ timeline_rows ──version──▶ search index
+
+A room is recomputed whole, set-based in SQL (threads in Python: a parent walk with loop
+detection is clearer there than in a recursive CTE), whenever it gains events or its key
+decisions change. Rows whose content changed get the refresh's ``version``, so the search
+index (and any other follower) catches up by reading ``version > its watermark``.
+
+Freshness is checked on every open (``ensure_fresh``): the highest ``event_rows.seq``, the
+row count and a fingerprint of the key decisions are compared with what the rows were
+computed from. A crash between sync and this refresh, or a ``cache rebuild``, is healed by
+the next command that reads.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bucketchat.timeutil import utc_now
+
+if TYPE_CHECKING:
+    from bucketchat.cache import Cache
+
+ITEM_TYPES = ("m.room.message", "m.room.member")
+
+META_SEQ = "query.seq"
+META_ROWS = "query.rows"
+META_KEYS = "query.keys"
+META_VERSION = "query.version"
+META_EPOCH = "query.epoch"
+
+EVENT_WATERMARK = "SELECT coalesce(max(seq), 0), count(*) FROM event_rows"
+ROWS_UP_TO = "SELECT count(*) FROM event_rows WHERE seq <= ?"
+ROOMS_SINCE = "SELECT DISTINCT room_id FROM event_rows WHERE seq > ?"
+ALL_ROOMS = "SELECT DISTINCT room_id FROM event_rows"
+KEY_LINES = """
+SELECT room_id, 'k|' || sender_id || '|' || public_key || '|' || status || '|'
+       || coalesce(trust, '') || '|' || coalesce(revoked_after_ms::VARCHAR, '') AS line
+FROM key_state
+UNION ALL
+SELECT room_id, 'i|' || event_hash FROM invalid_member_events
+"""
+ALL_KEYS_FINGERPRINT = f"""
+SELECT coalesce(md5(string_agg(room_id || '|' || line, ',' ORDER BY room_id, line)), '')
+FROM ({KEY_LINES})
+"""  # noqa: S608 - a constant
+ROOM_KEY_FINGERPRINTS = f"""
+SELECT room_id, md5(string_agg(line, ',' ORDER BY line)) FROM ({KEY_LINES}) GROUP BY room_id
+"""  # noqa: S608 - a constant
+STORED_ROOM_FINGERPRINTS = "SELECT room_id, key_fingerprint FROM timeline_rooms"
+
+# Every event of the rooms being refreshed, with its trust; ``valid`` events may act on
+# others (relations) and be acted on.
+LOAD_EVENTS = """
+CREATE OR REPLACE TEMP TABLE q_ev AS
+SELECT r.seq, e.room_id, e.event_id, e.event_hash, e.timestamp_ms, e.sender_id, e.type,
+       e.parent_event_id, e.trust, e.content_problem, e.body, e.msgtype, e.relates_to,
+       e.reaction_key, e.membership,
+       CASE WHEN e.type = 'm.room.member'
+            THEN json_extract_string(e.content, '$.displayname') END AS displayname,
+       (e.trust <> 'invalid' AND e.content_problem IS NULL) AS valid
+FROM event_rows r
+JOIN events e ON e.room_id = r.room_id AND e.event_hash = r.event_hash
+             AND e.signature = r.signature
+WHERE r.room_id IN (SELECT room_id FROM q_rooms)
+"""
+
+# §6: a relation resolves within the room; an id naming two events resolves, for one of
+# their own senders, to that sender's event, for anyone else to nothing.
+RESOLVE = """
+SELECT r.seq AS src, t.seq AS target, t.sender_id AS target_sender, t.type AS target_type
+FROM q_ev r JOIN q_ev t ON t.room_id = r.room_id AND t.event_id = r.{field} AND t.valid
+WHERE r.valid AND {where}
+QUALIFY count(*) OVER (PARTITION BY r.seq) = 1
+     OR (t.sender_id = r.sender_id
+         AND sum((t.sender_id = r.sender_id)::INTEGER) OVER (PARTITION BY r.seq) = 1)
+"""
+RELATIONS = (
+    "CREATE OR REPLACE TEMP TABLE q_rel AS "
+    "SELECT x.*, r.type AS src_type, r.sender_id AS src_sender, r.timestamp_ms, "
+    "r.event_id AS src_id, r.event_hash AS src_hash, r.body AS src_body, "
+    "r.msgtype AS src_msgtype, r.reaction_key "
+    "FROM ("
+    + RESOLVE.format(
+        field="relates_to",
+        where="r.type IN ('m.room.edit', 'm.room.redaction', 'm.room.reaction')",
+    )
+    + ") x JOIN q_ev r ON r.seq = x.src"
+)
+_PARENT_LINKS = RESOLVE.format(
+    field="parent_event_id",
+    where="r.type IN ('m.room.message', 'm.room.member') AND r.parent_event_id IS NOT NULL",
+)
+PARENTS = f"""
+SELECT src, target FROM ({_PARENT_LINKS})
+WHERE target_type IN ('m.room.message', 'm.room.member')
+"""  # noqa: S608 - built from constants
+REDACTED = """
+CREATE OR REPLACE TEMP TABLE q_redacted AS
+SELECT DISTINCT target AS seq FROM q_rel
+WHERE src_type = 'm.room.redaction' AND src_sender = target_sender
+"""
+EDITS = """
+CREATE OR REPLACE TEMP TABLE q_edit AS
+SELECT target AS seq,
+       arg_max(src_body, (timestamp_ms, src_id, src_hash)) AS body,
+       arg_max(src_msgtype, (timestamp_ms, src_id, src_hash)) AS msgtype,
+       arg_max(src_id, (timestamp_ms, src_id, src_hash)) AS edit_event_id
+FROM q_rel
+WHERE src_type = 'm.room.edit' AND src_sender = target_sender
+  AND target_type = 'm.room.message' AND src_body IS NOT NULL
+  AND src NOT IN (SELECT seq FROM q_redacted)
+GROUP BY target
+"""
+REACTIONS = """
+CREATE OR REPLACE TEMP TABLE q_react AS
+SELECT target AS seq,
+       map_from_entries(list((reaction_key, senders) ORDER BY reaction_key)) AS reactions
+FROM (SELECT target, reaction_key, count(DISTINCT src_sender)::INTEGER AS senders
+      FROM q_rel
+      WHERE src_type = 'm.room.reaction' AND reaction_key IS NOT NULL
+        AND src NOT IN (SELECT seq FROM q_redacted)
+      GROUP BY target, reaction_key)
+GROUP BY target
+"""
+NEW_ROWS = """
+CREATE OR REPLACE TEMP TABLE q_new AS
+SELECT i.seq, i.room_id, i.event_id, i.event_hash, i.timestamp_ms, i.sender_id, i.type,
+       CASE WHEN red.seq IS NULL THEN coalesce(ed.msgtype, i.msgtype) END AS msgtype,
+       CASE WHEN red.seq IS NULL THEN coalesce(ed.body, i.body) END AS body,
+       CASE WHEN red.seq IS NULL THEN i.body END AS original_body,
+       (red.seq IS NULL AND ed.seq IS NOT NULL) AS edited,
+       CASE WHEN red.seq IS NULL THEN ed.edit_event_id END AS edit_event_id,
+       (red.seq IS NOT NULL) AS redacted,
+       coalesce(re.reactions, MAP {}::MAP(VARCHAR, INTEGER)) AS reactions,
+       i.parent_event_id,
+       root.event_id AS thread_root,
+       th.thread_seq,
+       th.depth,
+       coalesce(th.reply_count, 0)::INTEGER AS reply_count,
+       i.membership, i.displayname, i.trust
+FROM q_ev i
+LEFT JOIN q_redacted red ON red.seq = i.seq
+LEFT JOIN q_edit ed ON ed.seq = i.seq
+LEFT JOIN q_react re ON re.seq = i.seq
+LEFT JOIN q_threads th ON th.seq = i.seq
+LEFT JOIN q_ev root ON root.seq = th.thread_seq
+WHERE i.type IN ('m.room.message', 'm.room.member') AND i.content_problem IS NULL
+"""
+ROW_COLUMNS = (
+    "seq, room_id, event_id, event_hash, timestamp_ms, sender_id, type, msgtype, body, "
+    "original_body, edited, edit_event_id, redacted, reactions, parent_event_id, thread_root, "
+    "thread_seq, depth, reply_count, membership, displayname, trust"
+)
+CHANGED = f"""
+CREATE OR REPLACE TEMP TABLE q_out AS
+SELECT n.*,
+       CASE WHEN o.seq IS NOT NULL
+             AND hash(o.msgtype, o.body, o.original_body, o.edited, o.edit_event_id,
+                      o.redacted, o.reactions, o.parent_event_id, o.thread_root, o.thread_seq,
+                      o.depth, o.reply_count, o.membership, o.displayname, o.trust,
+                      o.event_id, o.timestamp_ms)
+               = hash(n.msgtype, n.body, n.original_body, n.edited, n.edit_event_id,
+                      n.redacted, n.reactions, n.parent_event_id, n.thread_root, n.thread_seq,
+                      n.depth, n.reply_count, n.membership, n.displayname, n.trust,
+                      n.event_id, n.timestamp_ms)
+            THEN o.version ELSE $version END AS version
+FROM q_new n
+LEFT JOIN (SELECT {ROW_COLUMNS}, version FROM timeline_rows
+           WHERE room_id IN (SELECT room_id FROM q_rooms)) o ON o.seq = n.seq
+"""  # noqa: S608 - a constant
+DELETE_ROOMS = "DELETE FROM timeline_rows WHERE room_id IN (SELECT room_id FROM q_rooms)"
+INSERT_ROWS = f"""
+INSERT INTO timeline_rows ({ROW_COLUMNS}, version)
+SELECT {ROW_COLUMNS}, version FROM q_out
+ORDER BY room_id, timestamp_ms, event_id, event_hash
+"""  # noqa: S608 - a constant
+DROP_TEMPS = (
+    "DROP TABLE IF EXISTS q_ev",
+    "DROP TABLE IF EXISTS q_rel",
+    "DROP TABLE IF EXISTS q_redacted",
+    "DROP TABLE IF EXISTS q_edit",
+    "DROP TABLE IF EXISTS q_react",
+    "DROP TABLE IF EXISTS q_new",
+    "DROP TABLE IF EXISTS q_out",
+)
+UPSERT_ROOM = """
+INSERT OR REPLACE INTO timeline_rooms (room_id, key_fingerprint, refreshed_at) VALUES (?, ?, ?)
+"""
+
+# Rooms at or above this share of all events are cheaper to rebuild in one pass together.
+FULL_REBUILD_SHARE = 0.5
+
+
+@dataclass
+class RefreshResult:
+    rooms: list[str]
+    rows_changed: int
+    version: int
+    full: bool
+
+
+def thread_roots(
+    parents: Iterable[tuple[int, int]],
+) -> dict[int, tuple[int, int]]:
+    """Map every reply to (root, depth) from (child, parent) links; roots map to themselves.
+
+    A reply whose parent chain loops is its own root with no thread (PROTOCOL.md §6): its
+    entry is absent. Roots with at least one reply appear as (root, 0).
+    """
+    parent = dict(parents)
+    resolved: dict[int, tuple[int, int] | None] = {}  # None: the chain loops
+    for start in parent:
+        if start in resolved:
+            continue
+        path: list[int] = []
+        on_path: set[int] = set()
+        node = start
+        outcome: tuple[int, int] | None
+        while True:
+            if node in resolved:
+                outcome = resolved[node]
+                break
+            if node not in parent:  # a root: no parent, or one that does not resolve
+                outcome = (node, 0)
+                break
+            if node in on_path:
+                outcome = None
+                break
+            path.append(node)
+            on_path.add(node)
+            node = parent[node]
+        for node in reversed(path):
+            if outcome is None:
+                resolved[node] = None
+            else:
+                outcome = (outcome[0], outcome[1] + 1)
+                resolved[node] = outcome
+    out: dict[int, tuple[int, int]] = {}
+    for node, value in resolved.items():
+        if value is not None:
+            out[node] = value
+            out.setdefault(value[0], (value[0], 0))
+    return out
+
+
+def _threads_table(cache: Cache) -> Any:
+    import pyarrow as pa
+
+    links = cache.con.execute(PARENTS).fetchall()
+    roots = thread_roots((int(child), int(parent)) for child, parent in links)
+    counts: dict[int, int] = {}
+    for node, (root, _depth) in roots.items():
+        if node != root:
+            counts[root] = counts.get(root, 0) + 1
+    seqs = list(roots)
+    return pa.table(
+        {
+            "seq": pa.array(seqs, type=pa.int64()),
+            "thread_seq": pa.array([roots[s][0] for s in seqs], type=pa.int64()),
+            "depth": pa.array([roots[s][1] for s in seqs], type=pa.int32()),
+            "reply_count": pa.array([counts.get(s, 0) for s in seqs], type=pa.int32()),
+        }
+    )
+
+
+def _meta_int(cache: Cache, key: str) -> int | None:
+    value = cache.meta(key)
+    return None if value is None else int(value)
+
+
+def is_fresh(cache: Cache) -> bool:
+    """True when ``timeline_rows`` reflect every stored event and the current key decisions."""
+    row = cache.con.execute(EVENT_WATERMARK).fetchone()
+    max_seq, count = (int(row[0]), int(row[1])) if row else (0, 0)
+    if _meta_int(cache, META_SEQ) != max_seq or _meta_int(cache, META_ROWS) != count:
+        return False
+    keys = cache.con.execute(ALL_KEYS_FINGERPRINT).fetchone()
+    return cache.meta(META_KEYS) == (keys[0] if keys else "")
+
+
+def refresh(cache: Cache, *, full: bool = False) -> RefreshResult:
+    """Bring ``timeline_rows`` up to date, recomputing only rooms that changed."""
+    con = cache.con
+    row = con.execute(EVENT_WATERMARK).fetchone()
+    max_seq, count = (int(row[0]), int(row[1])) if row else (0, 0)
+    seen_seq = _meta_int(cache, META_SEQ)
+    seen_rows = _meta_int(cache, META_ROWS)
+    version = (_meta_int(cache, META_VERSION) or 0) + 1
+    if cache.meta(META_EPOCH) is None or seen_seq is None or seen_rows is None:
+        full = True
+    elif not full:
+        kept = con.execute(ROWS_UP_TO, [seen_seq]).fetchone()
+        if kept is None or int(kept[0]) != seen_rows:
+            full = True  # events vanished (cache rebuild): start over
+    fingerprints = dict(con.execute(ROOM_KEY_FINGERPRINTS).fetchall())
+    if full:
+        rooms = {r[0] for r in con.execute(ALL_ROOMS).fetchall()}
+    else:
+        rooms = {r[0] for r in con.execute(ROOMS_SINCE, [seen_seq]).fetchall()}
+        stored = dict(con.execute(STORED_ROOM_FINGERPRINTS).fetchall())
+        for room_id in set(stored) | set(fingerprints):
+            if stored.get(room_id, "") != (fingerprints.get(room_id) or ""):
+                rooms.add(room_id)
+    keys = con.execute(ALL_KEYS_FINGERPRINT).fetchone()
+    if not rooms and not full:
+        if cache.meta(META_KEYS) != (keys[0] if keys else "") or seen_seq != max_seq:
+            with cache.transaction():
+                cache.set_meta(META_SEQ, str(max_seq))
+                cache.set_meta(META_ROWS, str(count))
+                cache.set_meta(META_KEYS, keys[0] if keys else "")
+        return RefreshResult([], 0, version - 1, False)
+    changed = 0
+    with cache.transaction():
+        if full:
+            con.execute("DELETE FROM timeline_rows")
+            con.execute("DELETE FROM timeline_rooms")
+            cache.set_meta(META_EPOCH, uuid.uuid4().hex)
+        if rooms:
+            changed = _refresh_rooms(cache, sorted(rooms), version, fingerprints)
+        cache.set_meta(META_SEQ, str(max_seq))
+        cache.set_meta(META_ROWS, str(count))
+        cache.set_meta(META_KEYS, keys[0] if keys else "")
+        cache.set_meta(META_VERSION, str(version))
+    return RefreshResult(sorted(rooms), changed, version, full)
+
+
+def _refresh_rooms(
+    cache: Cache, rooms: list[str], version: int, fingerprints: dict[str, str]
+) -> int:
+    import pyarrow as pa
+
+    con = cache.con
+    con.register("q_rooms", pa.table({"room_id": pa.array(rooms, type=pa.string())}))
+    try:
+        con.execute(LOAD_EVENTS)
+        con.execute(RELATIONS)
+        con.execute(REDACTED)
+        con.execute(EDITS)
+        con.execute(REACTIONS)
+        con.register("q_threads", _threads_table(cache))
+        try:
+            con.execute(NEW_ROWS)
+        finally:
+            con.unregister("q_threads")
+        con.execute(CHANGED, {"version": version})
+        changed_row = con.execute(
+            "SELECT count(*) FROM q_out WHERE version = ?", [version]
+        ).fetchone()
+        con.execute(DELETE_ROOMS)
+        con.execute(INSERT_ROWS)
+        now = utc_now()
+        con.executemany(
+            UPSERT_ROOM, [[room, fingerprints.get(room) or "", now] for room in rooms]
+        )
+    finally:
+        con.unregister("q_rooms")
+        for statement in DROP_TEMPS:
+            con.execute(statement)
+    return int(changed_row[0]) if changed_row else 0
+
+
+def after_ingest(cache: Cache) -> None:
+    """The post-sync hook: timeline rows, then the search index, catch up with the cache."""
+    refresh(cache)
+    from bucketchat.search import update_index
+
+    update_index(cache)
+
+
+def ensure_fresh(path: Path, *, wait_seconds: float | None = None) -> None:
+    """Refresh the rows (and the search index) of the cache at ``path`` if they lag behind.
+
+    Opens the cache read-only to check (cheap), and for writing only when there is work.
+    """
+    from bucketchat.cache import open_cache
+
+    kwargs: dict[str, Any] = {} if wait_seconds is None else {"wait_seconds": wait_seconds}
+    with open_cache(path, read_only=True, **kwargs) as cache:
+        if is_fresh(cache):
+            return
+    with open_cache(path, **kwargs) as cache:
+        if not is_fresh(cache):
+            refresh(cache)
