@@ -102,18 +102,29 @@ def resolve_keys(
         if problem and (event.sender_id, event.public_key) not in weak:
             weak.add((event.sender_id, event.public_key))
             state.findings.append(
-                KeyFinding("weak_key", event.sender_id, event.public_key, event.event_hash,
-                           f"published key is {problem}")
+                KeyFinding(
+                    "weak_key",
+                    event.sender_id,
+                    event.public_key,
+                    event.event_hash,
+                    f"published key is {problem}",
+                )
             )
         if event.attestation_ok is False:
             state.findings.append(
-                KeyFinding("attestation_invalid", event.sender_id, event.public_key,
-                           event.event_hash, "the key's attestation does not verify")
+                KeyFinding(
+                    "attestation_invalid",
+                    event.sender_id,
+                    event.public_key,
+                    event.event_hash,
+                    "the key's attestation does not verify",
+                )
             )
     attested_senders = {
         event.sender_id
         for event in events
-        if event.attestation_ok and event.signer == event.public_key
+        if event.attestation_ok
+        and event.signer == event.public_key
         and (event.sender_id, event.public_key) not in weak
     } | {sender for sender, _ in state.accepted}
 
@@ -164,8 +175,13 @@ def _walk_one(
         state.conflicted.add((sender, key))
         state.invalid_events.add(event.event_hash)
         state.findings.append(
-            KeyFinding("key_conflict", sender, key, event.event_hash,
-                       "a self-introduced key for a sender who already has a trusted key")
+            KeyFinding(
+                "key_conflict",
+                sender,
+                key,
+                event.event_hash,
+                "a self-introduced key for a sender who already has a trusted key",
+            )
         )
         return
     state.invalid_events.add(event.event_hash)  # rule 4: no accepted key signed it
