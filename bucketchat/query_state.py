@@ -175,6 +175,16 @@ LEFT JOIN (SELECT {ROW_COLUMNS}, version FROM timeline_rows
            WHERE room_id IN (SELECT room_id FROM q_rooms)) o ON o.seq = n.seq
 """  # noqa: S608 - a constant
 DELETE_ROOMS = "DELETE FROM timeline_rows WHERE room_id IN (SELECT room_id FROM q_rooms)"
+DELETE_REDACTED = "DELETE FROM redacted_events WHERE room_id IN (SELECT room_id FROM q_rooms)"
+INSERT_REDACTED = """
+INSERT INTO redacted_events (room_id, seq)
+SELECT e.room_id, e.seq FROM q_ev e
+WHERE e.seq IN (SELECT seq FROM q_redacted)
+   OR e.seq IN (SELECT src FROM q_rel
+                WHERE src_type = 'm.room.edit' AND src_sender = target_sender
+                  AND target IN (SELECT seq FROM q_redacted))
+ORDER BY e.room_id, e.seq
+"""
 INSERT_ROWS = f"""
 INSERT INTO timeline_rows ({ROW_COLUMNS}, version)
 SELECT {ROW_COLUMNS}, version FROM q_out
@@ -319,6 +329,7 @@ def refresh(cache: Cache, *, full: bool = False) -> RefreshResult:
     with cache.transaction():
         if full:
             con.execute("DELETE FROM timeline_rows")
+            con.execute("DELETE FROM redacted_events")
             con.execute("DELETE FROM timeline_rooms")
             cache.set_meta(META_EPOCH, uuid.uuid4().hex)
         if rooms:
@@ -354,6 +365,8 @@ def _refresh_rooms(
         ).fetchone()
         con.execute(DELETE_ROOMS)
         con.execute(INSERT_ROWS)
+        con.execute(DELETE_REDACTED)
+        con.execute(INSERT_REDACTED)
         now = utc_now()
         con.executemany(
             UPSERT_ROOM, [[room, fingerprints.get(room) or "", now] for room in rooms]

@@ -1,0 +1,171 @@
+"""Reading the timeline and threads: pages and threads from ``timeline_rows``, as plain data.
+
+Pages use keyset pagination on the timeline order (``timestamp_ms``, ``event_id``,
+``event_hash``): ``--before EVENT_ID`` continues strictly before that item, so pages never
+skip or repeat items while new events arrive. Rows are stored clustered by room and time
+(query_state), so a page or a thread reads only its room's row groups.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from bucketchat.errors import BadIdentifier, UsageError
+from bucketchat.protocol.naming import event_id_room
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from bucketchat.cache import Cache
+
+ITEM_COLUMNS = (
+    "event_id",
+    "event_hash",
+    "room_id",
+    "timestamp_ms",
+    "sender_id",
+    "type",
+    "body",
+    "edited",
+    "redacted",
+    "reactions",
+    "parent_event_id",
+    "thread_root",
+    "reply_count",
+    "trust",
+    "msgtype",
+    "membership",
+    "displayname",
+)
+_SELECT = ", ".join(ITEM_COLUMNS)
+
+FIND_ITEM = """
+SELECT seq, timestamp_ms, event_id, event_hash, thread_seq, trust FROM timeline_rows
+WHERE room_id = $room AND event_id = $event_id
+ORDER BY trust = 'invalid', timestamp_ms, event_hash
+"""
+PAGE = f"""
+SELECT {_SELECT} FROM timeline_rows
+WHERE room_id = $room
+  AND ($include_invalid OR trust <> 'invalid')
+  AND ($since IS NULL OR timestamp_ms >= $since)
+  AND ($until IS NULL OR timestamp_ms <= $until)
+  AND ($before_ts IS NULL OR timestamp_ms <= $before_ts)
+  AND ($before_ts IS NULL OR timestamp_ms < $before_ts
+       OR (timestamp_ms = $before_ts
+           AND (event_id < $before_id OR (event_id = $before_id AND event_hash < $before_hash))))
+ORDER BY timestamp_ms DESC, event_id DESC, event_hash DESC
+LIMIT $limit
+"""  # noqa: S608 - constants only
+THREAD = f"""
+SELECT {_SELECT}, depth FROM timeline_rows
+WHERE room_id = $room AND thread_seq = $thread_seq
+ORDER BY timestamp_ms, event_id, event_hash
+"""  # noqa: S608 - constants only
+SINGLE = f"SELECT {_SELECT}, 0 AS depth FROM timeline_rows WHERE seq = $seq"  # noqa: S608
+RELATION_TARGET = """
+SELECT relates_to FROM event_rows
+WHERE room_id = ? AND event_id = ? AND relates_to IS NOT NULL LIMIT 1
+"""
+ROOM_KNOWN = "SELECT 1 FROM event_rows WHERE room_id = ? LIMIT 1"
+
+
+def _rows(cache: Cache, sql: str, params: dict[str, Any], columns: tuple[str, ...]) -> list[
+    dict[str, Any]
+]:
+    result = cache.con.execute(sql, params).fetchall()
+    return [dict(zip(columns, row, strict=True)) for row in result]
+
+
+def timeline(
+    cache: Cache,
+    room: str,
+    *,
+    limit: int = 50,
+    before: str | None = None,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    include_invalid: bool = False,
+) -> list[dict[str, Any]]:
+    """The newest ``limit`` items of ``room`` (before ``before``), oldest first."""
+    if limit < 1:
+        raise UsageError("--limit must be at least 1")
+    params: dict[str, Any] = {
+        "room": room,
+        "include_invalid": include_invalid,
+        "since": since_ms,
+        "until": until_ms,
+        "before_ts": None,
+        "before_id": None,
+        "before_hash": None,
+        "limit": limit,
+    }
+    if before is not None:
+        if event_id_room(before) != room:
+            raise BadIdentifier(f"{before!r} is not an event of room {room!r}")
+        found = cache.con.execute(FIND_ITEM, {"room": room, "event_id": before}).fetchone()
+        if found is None:
+            raise BadIdentifier(f"no timeline item {before!r} in room {room!r}")
+        params.update(before_ts=found[1], before_id=found[2], before_hash=found[3])
+    items = _rows(cache, PAGE, params, ITEM_COLUMNS)
+    if not items and before is None and cache.con.execute(ROOM_KNOWN, [room]).fetchone() is None:
+        raise UsageError(f"no room {room!r} in the cache: run `bucketchat sync` first?")
+    items.reverse()
+    return items
+
+
+def timeline_arrow(cache: Cache, room: str, **kwargs: Any) -> pa.Table:
+    import pyarrow as pa
+
+    items = timeline(cache, room, **kwargs)
+    table = pa.Table.from_pylist(items) if items else None
+    if table is None:
+        empty = cache.con.execute(f"SELECT {_SELECT} FROM timeline_rows LIMIT 0")  # noqa: S608
+        return empty.fetch_arrow_table()
+    return _with_map(cache, table)
+
+
+def _with_map(cache: Cache, table: pa.Table) -> pa.Table:
+    """Rows built from Python dicts turn MAPs into structs; give them their SQL type back."""
+    import pyarrow as pa
+
+    if "reactions" not in table.column_names:
+        return table
+    values = table.column("reactions").to_pylist()
+    typed = pa.array(
+        [list(v.items()) if v else [] for v in values], type=pa.map_(pa.string(), pa.int32())
+    )
+    index = table.column_names.index("reactions")
+    return table.set_column(index, "reactions", typed)
+
+
+def thread(cache: Cache, event_id: str) -> dict[str, Any]:
+    """The whole thread containing ``event_id``: its root and every event with its depth."""
+    room = event_id_room(event_id)
+    target = event_id
+    found = cache.con.execute(FIND_ITEM, {"room": room, "event_id": target}).fetchone()
+    if found is None:  # an edit, reaction or redaction: the thread of what it acts on
+        related = cache.con.execute(RELATION_TARGET, [room, event_id]).fetchone()
+        if related is not None:
+            target = str(related[0])
+            found = cache.con.execute(FIND_ITEM, {"room": room, "event_id": target}).fetchone()
+    if found is None:
+        raise BadIdentifier(f"no timeline item {event_id!r} in the cache")
+    seq, thread_seq = found[0], found[4]
+    columns = (*ITEM_COLUMNS, "depth")
+    if thread_seq is None:
+        events = _rows(cache, SINGLE, {"seq": seq}, columns)
+    else:
+        events = _rows(cache, THREAD, {"room": room, "thread_seq": thread_seq}, columns)
+    root = events[0]["event_id"] if events else target
+    for item in events:
+        if thread_seq is not None and item["depth"] == 0:
+            root = item["event_id"]
+    return {"root": root, "events": events}
+
+
+def thread_arrow(cache: Cache, event_id: str) -> pa.Table:
+    import pyarrow as pa
+
+    events = thread(cache, event_id)["events"]
+    return _with_map(cache, pa.Table.from_pylist(events))
