@@ -2,4 +2,5 @@
 
 from bucketchat.cli.main import run
 
-run()
+if __name__ == "__main__":  # worker processes re-import the main module: never run it there
+    run()

@@ -10,18 +10,20 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bucketchat.cache import open_cache
-from bucketchat.compose import Composed, compose, join_content, key_published
 from bucketchat.errors import UsageError
 from bucketchat.protocol.naming import check_room_id, metadata_path
 from bucketchat.protocol.signing import SigningKey
 from bucketchat.storage import Bucket
-from bucketchat.sync.keys import AttestationCheck
 from bucketchat.sync.pull import Progress, SyncReport, pull
 from bucketchat.sync.push import push
 from bucketchat.timeutil import now_ms, utc_now
+
+if TYPE_CHECKING:
+    from bucketchat.compose import Composed
+    from bucketchat.sync.keys import AttestationCheck
 
 
 @dataclass
@@ -64,6 +66,8 @@ class Client:
         parent_event_id: str | None = None,
     ) -> Composed:
         """Compose one event (publishing the device key first if needed) and upload it."""
+        from bucketchat.compose import compose, join_content, key_published
+
         user, key = self._identity()
         check_room_id(room_id)
         self.sync(room=room_id)
@@ -85,6 +89,8 @@ class Client:
         return composed
 
     def join(self, room_id: str) -> Composed:
+        from bucketchat.compose import join_content
+
         _, key = self._identity()
         return self.write(
             room_id, "m.room.member", join_content(key, self.displayname, self.attestation)

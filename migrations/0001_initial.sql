@@ -33,7 +33,7 @@ CREATE TABLE event_rows (
     type            VARCHAR NOT NULL,
     parent_event_id VARCHAR,
     prev_event_hash VARCHAR,
-    content         JSON NOT NULL,
+    content         VARCHAR NOT NULL,        -- the content object as JSON text
     raw             VARCHAR NOT NULL,        -- the original signed line, for exports
     file            VARCHAR NOT NULL,
     line            INTEGER NOT NULL,
@@ -132,7 +132,7 @@ CREATE TABLE cache_meta (
 CREATE VIEW events AS
 SELECT
     e.event_id, e.room_id, e.timestamp_ms, e.sender_id, e.type, e.parent_event_id,
-    e.prev_event_hash, e.content, e.signature, e.event_hash,
+    e.prev_event_hash, e.content::JSON AS content, e.signature, e.event_hash,
     CASE
         WHEN im.event_hash IS NOT NULL THEN 'invalid'
         WHEN k.trust IS NOT NULL

@@ -15,8 +15,6 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import pyarrow as pa
-
 from bucketchat.cache import Cache
 from bucketchat.protocol.trust import KeyEvent, resolve_keys
 from bucketchat.sync.reader import KeyRing, verify_again
@@ -74,6 +72,8 @@ def candidate_keys(
 
 def verify_late(cache: Cache, room_id: str, candidates: Mapping[str, list[str]]) -> int:
     """Verify again the room's unverified events whose sender has gained candidate keys."""
+    import pyarrow as pa
+
     ring = KeyRing(candidates)
     counts = pa.table(
         {

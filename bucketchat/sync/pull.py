@@ -39,15 +39,40 @@ IN_PROGRESS_SECONDS = 2.0  # an unterminated local file changed this recently is
 POOL_THRESHOLD_BYTES = 2_000_000  # below this, starting worker processes costs more than it saves
 BATCH_EVENTS = 50_000
 BATCH_FILES = 400
+WINDOW_PER_WORKER = 8  # files in flight per worker: enough to ride out a slow batch write
 
 KNOWN_FILES = "SELECT path, size, version, sha256, state FROM files WHERE path LIKE ? ESCAPE '\\'"
 FINDING_COUNTS = "SELECT kind, count(*) FROM findings GROUP BY kind"
+ANY_EVENT = "SELECT 1 FROM event_rows LIMIT 1"
 FILE_STATES = "SELECT path, state FROM files WHERE path IN (SELECT path FROM batch_paths)"
-EXISTING_EVENTS = """
-SELECT event_hash, signature FROM event_rows
-WHERE event_hash IN (SELECT event_hash FROM batch_events)
+# A batch's lines, each marked as the first copy of its (hash, signature) or not: the first
+# copy in key order is the event, every other copy (here or already stored) a duplicate.
+MARK_BATCH = """
+CREATE OR REPLACE TEMP TABLE batch_marked AS
+SELECT b.*,
+       row_number() OVER (PARTITION BY b.event_hash, b.signature ORDER BY b.file, b.line) AS copy,
+       k.event_hash IS NOT NULL AS known
+FROM batch_events b
+LEFT JOIN (SELECT DISTINCT event_hash, signature FROM event_rows
+           WHERE event_hash IN (SELECT event_hash FROM batch_events)) k
+       ON k.event_hash = b.event_hash AND k.signature = b.signature
 """
-INSERT_EVENTS = "INSERT INTO event_rows BY NAME SELECT * FROM batch_events"
+INSERT_EVENTS = """
+INSERT INTO event_rows BY NAME
+SELECT * EXCLUDE (copy, known), $now AS ingested_at FROM batch_marked WHERE copy = 1 AND NOT known
+"""
+INSERT_DUPLICATES = """
+INSERT INTO duplicate_lines
+SELECT file, line, room_id, event_hash, event_id, sender_id, $now FROM batch_marked
+WHERE copy > 1 OR known
+"""
+BATCH_COUNTS = """
+SELECT count(*) FILTER (WHERE copy = 1 AND NOT known),
+       count(*) FILTER (WHERE copy > 1 OR known),
+       list(DISTINCT room_id) FILTER (WHERE copy = 1 AND NOT known)
+FROM batch_marked
+"""
+DROP_BATCH = "DROP TABLE IF EXISTS batch_marked"
 UPSERT_FILE = """
 INSERT INTO files (path, room_id, size, version, sha256, state, detail, name_start_ts,
                    name_end_ts, name_day, lines_start_ts, lines_end_ts, first_seen_at,
@@ -63,7 +88,6 @@ ON CONFLICT (path) DO UPDATE SET
 SET_FILE_STATE = "UPDATE files SET state = ?, detail = ?, last_seen_at = ? WHERE path = ?"
 SET_FILE_VERSION = "UPDATE files SET version = ?, size = ?, last_seen_at = ? WHERE path = ?"
 INSERT_REJECTED = "INSERT INTO rejected_lines VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-INSERT_DUPLICATE = "INSERT INTO duplicate_lines VALUES (?, ?, ?, ?, ?, ?, ?)"
 UPSERT_ROOM_META = """
 INSERT OR REPLACE INTO room_meta (room_id, name, topic, created_at, raw) VALUES (?, ?, ?, ?, ?)
 """
@@ -189,13 +213,14 @@ def pull(
         if plan.idle and not keys_changed:
             report.seconds = time.perf_counter() - started
             return report
-        findings_before = dict(cache.con.execute(FINDING_COUNTS).fetchall())
+        empty = cache.con.execute(ANY_EVENT).fetchone() is None
+        findings_before = {} if empty else dict(cache.con.execute(FINDING_COUNTS).fetchall())
         candidates = _published_keys(cache, pinned)
 
     touched_rooms: set[str] = set()
-    for batch in _batches(_read_all(bucket, plan, candidates, progress, workers)):
-        with open_cache(cache_path) as cache, cache.transaction():
-            _write_batch(cache, batch, report, touched_rooms)
+    with _BatchWriter(cache_path, report, touched_rooms) as writer:
+        for batch in _batches(_read_all(bucket, plan, candidates, progress, workers)):
+            writer.put(batch)
 
     with open_cache(cache_path) as cache:
         with cache.transaction():
@@ -247,14 +272,10 @@ def _room_candidates(candidates: Candidates, room_id: str) -> dict[str, list[str
 
 
 def _learn_keys(candidates: Candidates, room_id: str, result: FileResult) -> None:
-    columns = result.columns
-    for event_type, sender, key in zip(
-        columns["type"], columns["sender_id"], columns["public_key"], strict=True
-    ):
-        if event_type == "m.room.member" and key:
-            keys = candidates.setdefault(room_id, {}).setdefault(sender, [])
-            if key not in keys:
-                keys.append(key)
+    for sender, key in result.published_keys:
+        keys = candidates.setdefault(room_id, {}).setdefault(sender, [])
+        if key not in keys:
+            keys.append(key)
 
 
 def _read_all(
@@ -324,7 +345,7 @@ def _read_all(
                     _room_candidates(candidates, name.room_id),
                 )
                 window.append((obj, name, prior, future))
-            while len(window) > cpu * 3 or (window and window[0][3].done()):
+            while len(window) > cpu * WINDOW_PER_WORKER or (window and window[0][3].done()):
                 head = window.popleft()
                 yield finish(head[0], head[1], head[2], head[3].result())
                 done += 1
@@ -364,6 +385,53 @@ def _read_one(
     return result
 
 
+Batch = list[tuple[ObjectInfo, LogFileName, str, "FileResult"]]
+
+
+class _BatchWriter:
+    """Stores batches on a thread of its own, so verification never waits for DuckDB.
+
+    DuckDB releases the GIL while it works, so reading, verifying (in worker processes)
+    and storing overlap. The queue holds at most two batches: memory stays bounded.
+    """
+
+    def __init__(self, cache_path: Path, report: SyncReport, touched_rooms: set[str]) -> None:
+        import queue
+        import threading
+
+        self.cache_path = cache_path
+        self.report = report
+        self.touched_rooms = touched_rooms
+        self.queue: queue.Queue[Batch | None] = queue.Queue(maxsize=2)
+        self.failure: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="bucketchat-writer", daemon=True)
+
+    def __enter__(self) -> _BatchWriter:
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        while (batch := self.queue.get()) is not None:
+            if self.failure is not None:
+                continue  # drain, so the producer never blocks on a dead writer
+            try:
+                with open_cache(self.cache_path) as cache, cache.transaction():
+                    _write_batch(cache, batch, self.report, self.touched_rooms)
+            except BaseException as exc:
+                self.failure = exc
+
+    def put(self, batch: Batch) -> None:
+        if self.failure is not None:
+            raise self.failure
+        self.queue.put(batch)
+
+    def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        if self.failure is not None and exc is None:
+            raise self.failure
+
+
 def _batches(
     results: Iterator[tuple[ObjectInfo, LogFileName, str, FileResult]],
 ) -> Iterator[list[tuple[ObjectInfo, LogFileName, str, FileResult]]]:
@@ -387,8 +455,6 @@ def _write_batch(
 ) -> None:
     import pyarrow as pa
 
-    from bucketchat.sync.reader import EVENT_COLUMNS
-
     con = cache.con
     now = utc_now()
     con.register("batch_paths", pa.table({"path": [item[0].key for item in batch]}))
@@ -411,58 +477,22 @@ def _write_batch(
         )
         fresh.append((obj, name, prior, result, in_progress))
 
-    columns: dict[str, list[Any]] = {name: [] for name in (*EVENT_COLUMNS, "file")}
-    for obj, _name, _prior, result, in_progress in fresh:
-        if in_progress:
-            continue
-        for column in EVENT_COLUMNS:
-            columns[column].extend(result.columns[column])
-        columns["file"].extend([obj.key] * result.event_count)
-    table = pa.table(columns)
-    con.register("batch_events", table.select(["event_hash"]))
-    try:
-        existing = set(con.execute(EXISTING_EVENTS).fetchall())
-    finally:
-        con.unregister("batch_events")
-    keep = []
-    duplicates = []
-    for index, (digest, signature) in enumerate(
-        zip(columns["event_hash"], columns["signature"], strict=True)
-    ):
-        if (digest, signature) in existing:
-            duplicates.append(index)
-        else:
-            existing.add((digest, signature))
-            keep.append(index)
-    if duplicates:
-        con.executemany(
-            INSERT_DUPLICATE,
-            [
-                [
-                    columns["file"][i],
-                    columns["line"][i],
-                    columns["room_id"][i],
-                    columns["event_hash"][i],
-                    columns["event_id"][i],
-                    columns["sender_id"][i],
-                    now,
-                ]
-                for i in duplicates
-            ],
-        )
-    if keep:
-        kept = table.take(pa.array(keep, type=pa.int64())) if duplicates else table
-        kept = kept.append_column(
-            "ingested_at", pa.array([now] * kept.num_rows, type=pa.timestamp("us"))
-        )
-        con.register("batch_events", kept)
+    tables = [result.events for _, _, _, result, in_progress in fresh
+              if not in_progress and result.event_count]
+    if tables:
+        con.register("batch_events", pa.concat_tables(tables))
         try:
-            con.execute(INSERT_EVENTS)
+            con.execute(MARK_BATCH)
         finally:
             con.unregister("batch_events")
-        touched_rooms.update(set(kept.column("room_id").to_pylist()))
-    report.events_ingested += len(keep)
-    report.duplicates += len(duplicates)
+        con.execute(INSERT_EVENTS, {"now": now})
+        con.execute(INSERT_DUPLICATES, {"now": now})
+        counts = con.execute(BATCH_COUNTS).fetchone()
+        con.execute(DROP_BATCH)
+        assert counts is not None
+        report.events_ingested += counts[0]
+        report.duplicates += counts[1]
+        touched_rooms.update(counts[2] or ())
 
     rejected_rows = []
     for obj, name, _prior, result, in_progress in fresh:

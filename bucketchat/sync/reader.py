@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
+
 from bucketchat.protocol.canonical import signing_bytes
 from bucketchat.protocol.lines import ParsedEvent, Rejection, parse_line, split_lines
 from bucketchat.protocol.models import content_problem
@@ -51,6 +53,9 @@ EVENT_COLUMNS = (
     "keys_tried",
 )
 
+_NUMBER_TYPES = {"timestamp_ms": pa.int64(), "line": pa.int32(), "keys_tried": pa.int32()}
+EVENT_TYPES = {name: _NUMBER_TYPES.get(name, pa.string()) for name in EVENT_COLUMNS}
+
 RELATION_FIELD = {
     "m.room.edit": "replaces",
     "m.room.redaction": "redacts",
@@ -70,19 +75,22 @@ class RejectedLine:
 
 @dataclass
 class FileResult:
+    """One file's outcome. ``events`` is an Arrow table (cheap to send between processes)."""
+
     key: str
     size: int
     sha256: str
     ends_with_newline: bool
-    columns: dict[str, list[Any]] = field(default_factory=dict)
+    events: Any = None  # pyarrow.Table with EVENT_COLUMNS + "file"
     rejected: list[RejectedLine] = field(default_factory=list)
     lines_start_ts: int | None = None
     lines_end_ts: int | None = None
     error: str | None = None
+    published_keys: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def event_count(self) -> int:
-        return len(self.columns.get("event_hash", ()))
+        return 0 if self.events is None else int(self.events.num_rows)
 
 
 class KeyRing:
@@ -170,7 +178,6 @@ def read_file(
         ends_with_newline=data.endswith(b"\n"),
     )
     columns: dict[str, list[Any]] = {name: [] for name in EVENT_COLUMNS}
-    result.columns = columns
     parsed: list[tuple[int, ParsedEvent]] = []
     for number, raw in split_lines(data):
         outcome = parse_line(raw)
@@ -187,6 +194,7 @@ def read_file(
             published = event.content.get("public_key")
             if isinstance(published, str):
                 ring.add(event.sender_id, published)
+                result.published_keys.append((event.sender_id, published))
 
     starts = []
     for number, event in parsed:
@@ -240,7 +248,14 @@ def read_file(
             columns[name].append(value)
     if starts:
         result.lines_start_ts, result.lines_end_ts = min(starts), max(starts)
+    result.events = events_table(columns, key)
     return result
+
+
+def events_table(columns: dict[str, list[Any]], key: str) -> pa.Table:
+    arrays = {name: pa.array(columns[name], type=EVENT_TYPES[name]) for name in EVENT_COLUMNS}
+    arrays["file"] = pa.array([key] * len(columns["event_hash"]), type=pa.string())
+    return pa.table(arrays)
 
 
 def _json(value: Any) -> str:
