@@ -233,6 +233,9 @@ def pull(
             for room_id in sorted(rooms):
                 refresh_room_keys(cache, room_id, pinned, check_attestation or untrusted)
             cache.set_meta("keys_fingerprint", keys_fingerprint)
+        from bucketchat.query_state import after_ingest
+
+        after_ingest(cache)  # the timeline rows and the search index catch up
         findings_after = dict(cache.con.execute(FINDING_COUNTS).fetchall())
     report.findings = {
         kind: count - findings_before.get(kind, 0)
