@@ -55,7 +55,12 @@ def progress_bar() -> tuple[Progress, Any]:
     return update, bar
 
 
-def _print_report(report: SyncReport, as_json: bool) -> None:
+def _print_report(report: SyncReport, as_json: bool, stream: bool = False) -> None:
+    if as_json and stream:  # --watch --json: one compact document per line (JSON Lines)
+        import json
+
+        print(json.dumps(report.as_json()), flush=True)
+        return
     if as_json:
         print_json(report.as_json())
         return
@@ -95,7 +100,7 @@ def sync(
                 client,
                 room=room,
                 interval=interval,
-                on_report=lambda report: _print_report(report, as_json),
+                on_report=lambda report: _print_report(report, as_json, stream=True),
             )
         except KeyboardInterrupt:
             err().print("stopped")
