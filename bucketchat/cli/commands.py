@@ -10,6 +10,7 @@ AREAS = (
     "bucketchat.cli.keys",
     "bucketchat.cli.write",
     "bucketchat.cli.sync",
+    "bucketchat.cli.read",
     "bucketchat.cli.demo",
 )
 
