@@ -1,0 +1,123 @@
+"""The Python API for notebooks and scripts: a read-only connection and three readers.
+
+    import bucketchat
+    con = bucketchat.connect()                  # DuckDB, read-only, the documented views
+    page = bucketchat.timeline("general")      # pyarrow.Table, oldest first
+    thread = bucketchat.thread(event_id)        # pyarrow.Table with depth, root first
+    hits = bucketchat.search("deploy from:alice")  # list of dicts, best first
+
+``db`` is the cache file; without it the settings decide (``BUCKETCHAT_DB``, or the cache
+of ``BUCKETCHAT_BUCKET`` / the config file), exactly as for the CLI. Each call first lets
+the timeline rows catch up with anything synced since, then opens the cache read-only, so
+a running ``sync`` is never blocked for long.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import duckdb
+    import pyarrow as pa
+
+
+def _path(db: str | Path | None) -> Path:
+    if db is not None:
+        return Path(db).expanduser()
+    from bucketchat.config import Settings
+
+    return Settings.resolve().cache_path()
+
+
+def _fresh(db: str | Path | None) -> Path:
+    from bucketchat.errors import UsageError
+    from bucketchat.query_state import ensure_fresh
+
+    path = _path(db)
+    if not path.exists():
+        raise UsageError(f"no cache at {path}: run `bucketchat sync` first")
+    ensure_fresh(path)
+    return path
+
+
+def connect(db: str | Path | None = None) -> duckdb.DuckDBPyConnection:
+    """A read-only DuckDB connection to the cache, with the views of the README.
+
+    Close it when done: while it is open, no sync can write the cache.
+    """
+    from bucketchat.cache import open_cache
+
+    return open_cache(_fresh(db), read_only=True).con
+
+
+def _time(value: str | int | None, *, end_of_day: bool = False) -> int | None:
+    if value is None or isinstance(value, int):
+        return value
+    from bucketchat.timeutil import parse_time_arg
+
+    return parse_time_arg(value, end_of_day=end_of_day)
+
+
+def timeline(
+    room: str,
+    *,
+    db: str | Path | None = None,
+    limit: int = 50,
+    before: str | None = None,
+    since: str | int | None = None,
+    until: str | int | None = None,
+    include_invalid: bool = False,
+) -> pa.Table:
+    """The newest ``limit`` items of ``room`` (before event ``before``), oldest first.
+
+    ``since``/``until`` are ISO 8601 dates or times (a date alone as ``until`` includes
+    the day) or protocol milliseconds. Columns as in ``log --json``.
+    """
+    from bucketchat.cache import open_cache
+    from bucketchat.query import timeline_arrow
+
+    with open_cache(_fresh(db), read_only=True) as cache:
+        return timeline_arrow(
+            cache,
+            room,
+            limit=limit,
+            before=before,
+            since_ms=_time(since),
+            until_ms=_time(until, end_of_day=True),
+            include_invalid=include_invalid,
+        )
+
+
+def thread(event_id: str, *, db: str | Path | None = None) -> pa.Table:
+    """The thread containing ``event_id``: root first, every event with its ``depth``."""
+    from bucketchat.cache import open_cache
+    from bucketchat.query import thread_arrow
+
+    with open_cache(_fresh(db), read_only=True) as cache:
+        return thread_arrow(cache, event_id)
+
+
+def search(
+    query: str,
+    *,
+    db: str | Path | None = None,
+    room: str | None = None,
+    sender: str | None = None,
+    since: str | int | None = None,
+    until: str | int | None = None,
+    limit: int = 20,
+) -> list[dict[str, Any]]:
+    """Ranked hits over current message text, as ``search --json`` prints them."""
+    from bucketchat.search import open_searcher
+
+    searcher = open_searcher(_fresh(db))
+    hits = searcher.search(
+        query,
+        room=room,
+        sender=sender,
+        since_ms=_time(since),
+        until_ms=_time(until, end_of_day=True),
+        limit=limit,
+    )
+    return [hit.as_json() for hit in hits]
