@@ -14,12 +14,18 @@ if TYPE_CHECKING:
 
 def make_client(ctx: typer.Context, *, identity: bool = True) -> Client:
     from bucketchat import keystore
+    from bucketchat.auth import AttestationVerifier
     from bucketchat.client import Client
     from bucketchat.storage import open_bucket
 
     settings = state(ctx).settings
     bucket = open_bucket(settings.require_bucket())
-    client = Client(bucket, settings.cache_path(), pinned=keystore.pinned_keys())
+    client = Client(
+        bucket,
+        settings.cache_path(),
+        pinned=keystore.pinned_keys(),
+        check_attestation=AttestationVerifier(settings.trusted_issuers()),
+    )
     if identity:
         client.user = keystore.resolve_user(settings.user)
         client.key = keystore.load_device_key(client.user)

@@ -193,6 +193,10 @@ def pull(
     started = time.perf_counter()
     report = SyncReport()
     pinned = dict(pinned or {})
+    if check_attestation is None:
+        from bucketchat.auth import AttestationVerifier
+
+        check_attestation = AttestationVerifier([])  # no issuer is trusted
     prefix = f"rooms/{room}/" if room else "rooms/"
     try:
         listing = list(bucket.list(prefix))
@@ -231,7 +235,7 @@ def pull(
             from bucketchat.sync.keys import refresh_room_keys
 
             for room_id in sorted(rooms):
-                refresh_room_keys(cache, room_id, pinned, check_attestation or untrusted)
+                refresh_room_keys(cache, room_id, pinned, check_attestation)
             cache.set_meta("keys_fingerprint", keys_fingerprint)
         from bucketchat.query_state import after_ingest
 
@@ -244,13 +248,6 @@ def pull(
     }
     report.seconds = time.perf_counter() - started
     return report
-
-
-def untrusted(
-    sender: str, public_key: str, attestation: dict[str, Any], at_ms: int
-) -> tuple[bool, str]:
-    issuer = attestation.get("issuer")
-    return False, f"issuer {issuer!r} is not a trusted issuer"
 
 
 def _fingerprint(pinned: Mapping[str, list[str]], check: object) -> str:
