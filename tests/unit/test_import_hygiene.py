@@ -1,0 +1,51 @@
+"""Layering (DESIGN.md): core modules never import the UI libraries, and stay cheap to import."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+CORE_MODULES = [
+    "bucketchat.errors",
+    "bucketchat.config",
+    "bucketchat.protocol",
+    "bucketchat.storage",
+    "bucketchat.cache",
+    "bucketchat.sync.pull",
+    "bucketchat.sync.push",
+    "bucketchat.sync.reader",
+    "bucketchat.sync.keys",
+    "bucketchat.audit",
+    "bucketchat.compose",
+    "bucketchat.client",
+    "bucketchat.keystore",
+    "bucketchat.auth",
+    "bucketchat.demo",
+]
+UI_LIBRARIES = ("rich", "typer", "textual", "click")
+
+
+@pytest.mark.parametrize("module", CORE_MODULES)
+def test_core_module_does_not_import_ui_libraries(module: str) -> None:
+    probe = (
+        f"import sys, {module}; print(','.join(m for m in {UI_LIBRARIES!r} if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "", f"{module} imports {result.stdout.strip()}"
+
+
+def test_a_no_change_sync_path_does_not_import_heavy_libraries() -> None:
+    """What a quiet sync needs must not pull pyarrow, pydantic or the cloud SDKs."""
+    probe = (
+        "import sys, bucketchat.sync.pull, bucketchat.client, bucketchat.cli.session; "
+        "print(','.join(m for m in ('pyarrow', 'pydantic', 'boto3', 'google.cloud.storage', "
+        "'azure.storage.blob') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == ""
