@@ -109,7 +109,7 @@ def search(
     limit: int = 20,
 ) -> list[dict[str, Any]]:
     """Ranked hits over current message text, as ``search --json`` prints them."""
-    from bucketchat.search import open_searcher
+    from bucketchat.fulltext import open_searcher
 
     searcher = open_searcher(_fresh(db))
     hits = searcher.search(

@@ -381,7 +381,7 @@ def _refresh_rooms(
 def after_ingest(cache: Cache) -> None:
     """The post-sync hook: timeline rows, then the search index, catch up with the cache."""
     refresh(cache)
-    from bucketchat.search import update_index
+    from bucketchat.fulltext import update_index
 
     update_index(cache)
 

@@ -228,7 +228,7 @@ def search(
     as_json: bool = JSON,
 ) -> None:
     """Ranked full-text search over current message text (edits applied, redactions gone)."""
-    from bucketchat.search import open_searcher
+    from bucketchat.fulltext import open_searcher
 
     if limit < 1:
         raise UsageError("--limit must be at least 1")

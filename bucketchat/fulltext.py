@@ -118,7 +118,7 @@ def _schema() -> tantivy.Schema:
     import tantivy
 
     builder = tantivy.SchemaBuilder()
-    builder.add_unsigned_field("seq", stored=True, indexed=True, fast=True)
+    builder.add_integer_field("seq", stored=True, indexed=True, fast=True)
     builder.add_text_field("event_id", stored=True, tokenizer_name="raw")
     builder.add_text_field("room_id", stored=True, tokenizer_name="raw")
     builder.add_text_field("sender_id", stored=True, tokenizer_name="raw")
@@ -238,7 +238,7 @@ def update_index(
                     continue
                 text, cjk = _index_text(body)
                 document = tantivy.Document()
-                document.add_unsigned("seq", seq)
+                document.add_integer("seq", seq)
                 document.add_text("event_id", event_id)
                 document.add_text("room_id", room_id)
                 document.add_text("sender_id", sender)
