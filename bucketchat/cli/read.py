@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from bucketchat.cli.context import err, out, print_json, state
-from bucketchat.errors import UsageError
+from bucketchat.errors import BucketchatError, UsageError
 from bucketchat.textsafe import one_line, strip_controls
 
 if TYPE_CHECKING:
@@ -351,7 +351,8 @@ def verify(
     else:
         _render_verify(report)
     if not report["ok"]:
-        raise typer.Exit(1)
+        # an error, not typer.Exit: run() drops the return code of standalone_mode=False
+        raise BucketchatError(f"the bundle {bundle} failed verification")
 
 
 def _render_verify(report: dict[str, Any]) -> None:
