@@ -1,0 +1,216 @@
+"""Keys and chains come out the same whatever order files arrive in, across syncs (§5, §7).
+
+A room's files are delivered in many orders, split over several syncs; the final events,
+trust and findings always equal one sync of everything. And the single steps: a late
+predecessor heals a chain_gap, a late key verifies events stored as unverified, and a
+pinned key outranks a key that introduced itself first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_sync_support import (
+    ALICE,
+    BASE_MS,
+    BOB,
+    MALLORY,
+    Author,
+    events_set,
+    findings_list,
+    query,
+    seed_of,
+    trust_map,
+    write_events,
+)
+
+from bucketchat import keystore
+from bucketchat.storage import LocalBucket
+from bucketchat.sync.pull import pull
+
+CAROL = "carol@example.com"
+DAVE = "dave@example.com"
+
+
+def carol_real() -> Author:
+    return Author(CAROL, hashlib.sha256(b"carol's real device").digest())
+
+
+def carol_impostor() -> Author:
+    return Author(CAROL, seed_of(MALLORY))  # mallory's key, claiming to be carol
+
+
+def room_files(source: Path) -> dict[str, Path]:
+    """Named files of room 'ord' (written to ``source``)."""
+    alice, bob, carol, fake = Author.of(ALICE), Author.of(BOB), carol_real(), carol_impostor()
+    dave = Author(DAVE, hashlib.sha256(b"dave").digest())
+    t = BASE_MS
+    files: dict[str, Path] = {}
+
+    def put(name: str, author: Author, events: list[dict[str, Any]]) -> None:
+        files[name] = write_events(source, "ord", events, author.client_id)
+
+    put("X1", fake, [fake.join("ord", t + 1), fake.message("ord", t + 2, "I am carol")])
+    put("A1", alice, [alice.join("ord", t + 10), alice.message("ord", t + 11, "a1")])
+    put("A2", alice, [alice.message("ord", t + 20, "a2")])
+    put("A3", alice, [alice.message("ord", t + 30, "a3"), alice.message("ord", t + 31, "a4")])
+    put("B1", bob, [bob.join("ord", t + 12)])
+    put("B2", bob, [bob.message("ord", t + 21, "b1"), bob.message("ord", t + 32, "b2")])
+    put("C1", carol, [carol.join("ord", t + 40), carol.message("ord", t + 41, "really me")])
+    put("C2", carol, [carol.message("ord", t + 50, "still me")])
+    put("D1", dave, [dave.message("ord", t + 60, "no key ever")])  # stays unverified
+    return files
+
+
+def deliver(source: Path, root: Path, path: Path) -> None:
+    target = root / path.relative_to(source)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(path, target)
+
+
+def state(cache: Path) -> tuple[Any, ...]:
+    return events_set(cache), trust_map(cache), findings_list(cache)
+
+
+def by_body(cache: Path) -> dict[str, str]:
+    rows = query(cache, "SELECT json_extract_string(content, '$.body'), trust FROM events")
+    return {body: trust for body, trust in rows if body is not None}
+
+
+def kinds(cache: Path) -> dict[str, int]:
+    return dict(query(cache, "SELECT kind, count(*) FROM findings GROUP BY kind"))
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> tuple[Path, dict[str, Path]]:
+    folder = tmp_path / "source"
+    return folder, room_files(folder)
+
+
+PINNED = {CAROL: [carol_real().public_key]}
+
+
+def test_the_reference_outcome(source: tuple[Path, dict[str, Path]], tmp_path: Path):
+    folder, _ = source
+    cache = tmp_path / "all.duckdb"
+    pull(LocalBucket(folder), cache, pinned=PINNED)
+    assert by_body(cache) == {
+        "I am carol": "invalid",
+        "a1": "tofu",
+        "a2": "tofu",
+        "a3": "tofu",
+        "a4": "tofu",
+        "b1": "tofu",
+        "b2": "tofu",
+        "really me": "attested",
+        "still me": "attested",
+        "no key ever": "unverified",
+    }
+    assert kinds(cache) == {"key_conflict": 1, "bad_signature": 1, "unknown_key": 1}
+    conflict = query(cache, "SELECT sender_id, event_id FROM findings WHERE kind = 'key_conflict'")
+    assert conflict[0][0] == CAROL
+
+
+@pytest.mark.slow
+def test_any_delivery_order_gives_the_same_events_trust_and_findings(
+    source: tuple[Path, dict[str, Path]], tmp_path: Path
+):
+    folder, files = source
+    reference = tmp_path / "reference.duckdb"
+    pull(LocalBucket(folder), reference, pinned=PINNED)
+    expected = state(reference)
+
+    names = sorted(files)
+    rng = random.Random(2026)
+    orders = [names, names[::-1]] + [rng.sample(names, len(names)) for _ in range(8)]
+    for number, order in enumerate(orders):
+        root, cache = tmp_path / f"bucket{number}", tmp_path / f"cache{number}.duckdb"
+        cuts = sorted(rng.sample(range(1, len(order)), rng.randint(1, 4)))
+        groups = [order[a:b] for a, b in zip([0, *cuts], [*cuts, len(order)], strict=True)]
+        for group in groups:
+            for name in group:
+                deliver(folder, root, files[name])
+            pull(LocalBucket(root), cache, pinned=PINNED)
+        assert state(cache) == expected, f"order {groups}"
+
+
+def test_a_predecessor_arriving_later_heals_a_chain_gap(
+    source: tuple[Path, dict[str, Path]], tmp_path: Path
+):
+    folder, files = source
+    root, cache = tmp_path / "bucket", tmp_path / "cache.duckdb"
+    for name in ("A1", "A3"):
+        deliver(folder, root, files[name])
+    report = pull(LocalBucket(root), cache)
+    assert report.findings == {"chain_gap": 1}
+    gap = query(cache, "SELECT event_id, sender_id FROM findings WHERE kind = 'chain_gap'")
+    a3_first = query(cache, "SELECT event_id FROM events WHERE content->>'body' = 'a3'")
+    assert gap == [(a3_first[0][0], ALICE)]
+    assert set(by_body(cache).values()) == {"tofu"}
+
+    deliver(folder, root, files["A2"])
+    pull(LocalBucket(root), cache)
+    assert kinds(cache) == {}
+    assert set(by_body(cache)) == {"a1", "a2", "a3", "a4"}
+
+
+def test_a_key_arriving_later_verifies_events_stored_as_unverified(
+    source: tuple[Path, dict[str, Path]], tmp_path: Path
+):
+    folder, files = source
+    root, cache = tmp_path / "bucket", tmp_path / "cache.duckdb"
+    deliver(folder, root, files["B2"])
+    report = pull(LocalBucket(root), cache)
+    assert report.findings == {"unknown_key": 2}
+    assert by_body(cache) == {"b1": "unverified", "b2": "unverified"}
+    assert query(cache, "SELECT count(*) FROM events WHERE signer_key IS NOT NULL") == [(0,)]
+
+    deliver(folder, root, files["B1"])
+    report = pull(LocalBucket(root), cache)
+    assert report.events_ingested == 1
+    assert by_body(cache) == {"b1": "tofu", "b2": "tofu"}
+    assert kinds(cache) == {}
+    signers = query(cache, "SELECT DISTINCT signer_key FROM events")
+    assert signers == [(Author.of(BOB).public_key,)]
+
+
+def test_a_pinned_key_outranks_a_key_that_came_first(
+    source: tuple[Path, dict[str, Path]], tmp_path: Path
+):
+    folder, files = source
+    root, cache = tmp_path / "bucket", tmp_path / "cache.duckdb"
+    for name in ("X1", "C1", "C2"):
+        deliver(folder, root, files[name])
+
+    pull(LocalBucket(root), cache, pinned=keystore.pinned_keys())  # nothing pinned yet
+    assert by_body(cache) == {"I am carol": "tofu", "really me": "invalid", "still me": "invalid"}
+    conflicts = query(cache, "SELECT public_key FROM keys WHERE status = 'conflict'")
+    assert conflicts == [(carol_real().public_key,)]
+
+    assert keystore.pin_key(CAROL, carol_real().public_key)
+    report = pull(LocalBucket(root), cache, pinned=keystore.pinned_keys())
+    assert report.files_ingested == 0  # nothing new: the pin alone re-decides the room
+    assert by_body(cache) == {
+        "I am carol": "invalid",
+        "really me": "attested",
+        "still me": "attested",
+    }
+    keys = query(cache, "SELECT public_key, status, trust, pinned FROM keys ORDER BY status")
+    assert keys == [
+        (carol_real().public_key, "accepted", "attested", True),
+        (carol_impostor().public_key, "conflict", None, False),
+    ]
+    assert kinds(cache) == {"key_conflict": 1, "bad_signature": 1}
+
+    # a fresh cache with the pin from the start says the same, in any order of arrival
+    other_root, other = tmp_path / "other", tmp_path / "other.duckdb"
+    for name in ("C2", "X1", "C1"):
+        deliver(folder, other_root, files[name])
+        pull(LocalBucket(other_root), other, pinned=keystore.pinned_keys())
+    assert by_body(other) == by_body(cache)
+    assert findings_list(other) == findings_list(cache)

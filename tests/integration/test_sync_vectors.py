@@ -1,0 +1,141 @@
+"""The shared vector bucket gives exactly bucket-expected.json; a second sync does nothing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_sync_support import (
+    ALICE,
+    BASE_MS,
+    FIXTURES,
+    Author,
+    bucketchat,
+    events_set,
+    findings_list,
+    write_events,
+)
+
+from bucketchat.audit import audit_report
+from bucketchat.cache import open_cache
+from bucketchat.storage import LocalBucket
+from bucketchat.sync import reader
+from bucketchat.sync.pull import pull
+
+EXPECTED: dict[str, Any] = json.loads((FIXTURES / "bucket-expected.json").read_text())
+
+
+@pytest.fixture
+def vector_bucket(tmp_path: Path) -> Path:
+    root = tmp_path / "bucket"
+    shutil.copytree(FIXTURES / "bucket", root)
+    return root
+
+
+def _match_findings(expected: list[list[Any]], actual: list[tuple[str, str | None]]) -> None:
+    """Each expected [kind, id-or-ids-or-null] takes one actual finding; none may be left."""
+    left = list(actual)
+    for kind, ids in expected:
+        allowed = ids if isinstance(ids, list) else [ids]
+        match = next((f for f in left if f[0] == kind and f[1] in allowed), None)
+        assert match is not None, f"missing finding {kind} {ids}; have {left}"
+        left.remove(match)
+    assert not left, f"findings beyond bucket-expected.json: {left}"
+
+
+def test_vector_bucket_gives_exactly_the_expected_report(vector_bucket: Path, tmp_path: Path):
+    cache_path = tmp_path / "cache.duckdb"
+    report = pull(LocalBucket(vector_bucket), cache_path)
+
+    assert report.files_scanned == 4
+    assert report.files_ingested == 4
+    for name, value in EXPECTED["sync"].items():
+        assert getattr(report, name) == value, name
+
+    with open_cache(cache_path, read_only=True) as cache:
+        audit = audit_report(cache)
+        valid = dict(
+            cache.con.execute(
+                "SELECT room_id, count(*) FROM events WHERE trust <> 'invalid' GROUP BY room_id"
+            ).fetchall()
+        )
+    digests = {room["room_id"]: room["digest"] for room in audit["rooms"]}
+    assert set(digests) == set(EXPECTED["rooms"])
+    for room_id, expected in EXPECTED["rooms"].items():
+        assert valid.get(room_id, 0) == expected["valid_events"], room_id
+        assert digests[room_id] == expected["digest"], room_id
+        actual = [(f["kind"], f["event_id"]) for f in audit["findings"] if f["room_id"] == room_id]
+        _match_findings(expected["findings"], actual)
+    assert all(f["room_id"] in EXPECTED["rooms"] for f in audit["findings"])
+
+
+def test_vector_bucket_through_the_cli(vector_bucket: Path, tmp_path: Path):
+    db = str(tmp_path / "cli.duckdb")
+    ran = bucketchat("sync", "--bucket", str(vector_bucket), "--db", db, "--json")
+    assert ran.code == 0, ran.err
+    counts = json.loads(ran.out)
+    for name, value in EXPECTED["sync"].items():
+        assert counts[name] == value, name
+    assert counts["files_ingested"] == 4
+
+    ran = bucketchat("audit", "--db", db, "--format", "json", "--fail-on", "never")
+    assert ran.code == 0, ran.err
+    audit = json.loads(ran.out)
+    for room in audit["rooms"]:
+        assert room["digest"] == EXPECTED["rooms"][room["room_id"]]["digest"]
+        assert room["events"] == EXPECTED["rooms"][room["room_id"]]["valid_events"]
+
+
+def test_a_second_sync_ingests_nothing(vector_bucket: Path, tmp_path: Path):
+    cache_path = tmp_path / "cache.duckdb"
+    pull(LocalBucket(vector_bucket), cache_path)
+    events, findings = events_set(cache_path), findings_list(cache_path)
+
+    again = pull(LocalBucket(vector_bucket), cache_path)
+    assert again.as_json() | {"seconds": 0} == {
+        "files_scanned": 4,
+        "files_ingested": 0,
+        "events_ingested": 0,
+        "events_rejected": 0,
+        "duplicates": 0,
+        "findings": {},
+        "seconds": 0,
+    }
+    assert events_set(cache_path) == events
+    assert findings_list(cache_path) == findings
+
+    ran = bucketchat("sync", "--bucket", str(vector_bucket), "--db", str(cache_path), "--json")
+    assert ran.code == 0, ran.err
+    counts = json.loads(ran.out)
+    assert counts["files_ingested"] == counts["events_ingested"] == 0
+    assert counts["events_rejected"] == counts["duplicates"] == 0
+    assert counts["findings"] == {}
+
+
+@pytest.mark.slow
+def test_no_change_sync_of_2000_files_reads_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    root = tmp_path / "bucket"
+    author = Author.of(ALICE, chained=False)
+    for index in range(2000):
+        at = BASE_MS + index * 1000
+        write_events(root, "many", [author.message("many", at, f"m{index}")], "tiny")
+    cache_path = tmp_path / "cache.duckdb"
+    first = pull(LocalBucket(root), cache_path)
+    assert first.files_ingested == 2000
+    assert first.events_ingested == 2000
+
+    def no_reading(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a no-change sync read a file")
+
+    monkeypatch.setattr(reader, "read_file", no_reading)
+    monkeypatch.setattr(LocalBucket, "read", no_reading)
+    again = pull(LocalBucket(root), cache_path)
+    assert again.files_scanned == 2000
+    assert again.files_ingested == 0
+    assert again.events_ingested == 0
+    assert again.findings == {}
