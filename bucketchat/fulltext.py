@@ -65,8 +65,12 @@ _SPACE = re.compile(r"\s")
 
 
 def fold(text: str) -> str:
-    """Case- and accent-folded text, character for character where it can (see fold_map)."""
-    return fold_map(text)[0]
+    """Case- and accent-folded text: what is indexed and what queries are cut from."""
+    if text.isascii():
+        return text.lower()
+    decomposed = unicodedata.normalize("NFKD", text)
+    kept = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return kept.casefold().translate(_EXTRA_FOLDS)
 
 
 def fold_map(text: str) -> tuple[str, list[int]]:
@@ -104,6 +108,8 @@ def tokens(text: str) -> list[str]:
 
 def _index_text(body: str) -> tuple[str, str]:
     folded = fold(body)
+    if not _CJK_CHAR.search(folded):  # tantivy's default tokenizer cuts words as tokens() does
+        return folded, ""
     return " ".join(tokens(folded)), " ".join(_CJK_CHAR.findall(folded))
 
 
