@@ -140,9 +140,12 @@ class AzureBucket:
                     'windows.net" in the [az] table of the config file (docs/clouds.md)'
                 )
             account_url = str(account_url).rstrip("/")
-            service = BlobServiceClient(
-                account_url, credential=self._credential(account_url), **options
-            )
+            try:
+                service = BlobServiceClient(
+                    account_url, credential=self._credential(account_url), **options
+                )
+            except ValueError as exc:  # e.g. a token credential over plain http
+                raise UsageError(f"{self.url}: {exc} ({account_url})") from exc
         self.endpoint: str | None = str(service.url).rstrip("/")
         self.cloud_client = AzureBlobClient(blob_service_client=service, **cloudpathlib_cache())
         self.service: Any = service

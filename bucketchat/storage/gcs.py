@@ -293,6 +293,12 @@ class GCSBucket:
         self.calls.run(
             "set a retention policy on", partial(meta.patch, timeout=TIMEOUT, retry=None)
         )
+        self.calls.run("read", partial(meta.reload, timeout=TIMEOUT, retry=None))
+        if int(meta.retention_period or 0) < retention_days * 86400:
+            raise UsageError(
+                f"{self.url}: the server accepted a retention policy but did not keep it "
+                "(an emulator such as fake-gcs-server ignores them); objects are not locked"
+            )
         if mode == "COMPLIANCE":
             self.calls.run(
                 "lock the retention policy of",

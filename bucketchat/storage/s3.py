@@ -160,7 +160,7 @@ class S3Bucket:
             profile = table.get("profile")
         session = botocore.session.Session(profile=str(profile) if profile else None)
         try:
-            region = session.get_config_variable("region")
+            region = env.get("AWS_REGION") or session.get_config_variable("region")
         except bexc.ProfileNotFound as exc:
             raise UsageError(
                 f"{self.url}: the AWS profile {exc.kwargs.get('profile')!r} is not in "
@@ -358,3 +358,5 @@ class S3Bucket:
             ),
         )
         self._lock_config = None
+        if not self._bucket_lock()[1]:
+            raise UsageError(f"{self.url}: the server did not keep the Object Lock configuration")
