@@ -5,8 +5,8 @@ Every cloud call goes through ``Calls.run``: one attempt, a classification of wh
 wrong (``Fault``), and either a retry (throttling, 5xx, read timeouts, a few connection
 failures) with capped exponential backoff and full jitter, or a one-line typed error. SDK
 retries are switched off in the backends so there is exactly one retry loop and its time
-is bounded: a request is never started once the budget is spent, and connection failures
-get only ``connect_attempts`` tries, so an unreachable endpoint fails within ~15 s.
+is bounded: no attempt starts that could end after the budget (25 s), and connection
+failures get only ``connect_attempts`` tries (refused: ~1 s; packets dropped: ~13 s).
 """
 
 from __future__ import annotations
@@ -32,9 +32,12 @@ from bucketchat.errors import (
 
 T = TypeVar("T")
 
-#: Seconds to open a TCP connection, and to wait for a byte once connected.
+#: Seconds to open a TCP connection, and to wait for the next byte once connected (a
+#: limit per read, not per download). A retry starts only if it could time out in full
+#: within the budget, so a server that accepts connections and never answers costs at
+#: most ``budget`` seconds: BucketUnreachable comes within 30 s whatever the endpoint does.
 CONNECT_TIMEOUT = 4.0
-READ_TIMEOUT = 30.0
+READ_TIMEOUT = 10.0
 #: Keys per listing page: S3's maximum, and the same on every backend so that each one
 #: really pages past 1,000 objects.
 PAGE_SIZE = 1000
@@ -141,7 +144,10 @@ class Diagnosis:
 
 @dataclass
 class RetryPolicy:
-    budget: float = 20.0  # seconds from the first attempt after which no new one starts
+    budget: float = 25.0  # seconds: no attempt starts that could end after this
+    # The longest one attempt can take before it fails: the backends' timeouts.
+    connect_timeout: float = CONNECT_TIMEOUT
+    read_timeout: float = READ_TIMEOUT
     connect_attempts: int = 3
     base_delay: float = 0.2
     max_delay: float = 4.0
@@ -210,13 +216,18 @@ class Calls:
                     connect_failures += 1
                 pause = self.policy.delay(attempt)
                 elapsed = time.monotonic() - start
-                if retry and elapsed + pause + CONNECT_TIMEOUT < self.policy.budget:
+                worst = self.policy.connect_timeout + (
+                    self.policy.read_timeout if fault is Fault.TRANSIENT else 0
+                )
+                if retry and elapsed + pause + worst <= self.policy.budget:
                     attempt += 1
                     time.sleep(pause)
                     continue
-                raise self.error(what, key, diagnosis, attempt + 1) from exc
+                raise self.error(what, key, diagnosis, attempt + 1, elapsed) from exc
 
-    def error(self, what: str, key: str | None, diagnosis: Diagnosis, tries: int) -> BucketError:
+    def error(
+        self, what: str, key: str | None, diagnosis: Diagnosis, tries: int, elapsed: float
+    ) -> BucketError:
         target = f"{self.url.rstrip('/')}/{key}" if key else self.url
         detail = " ".join(diagnosis.detail.split())[:200]
         where = f" at {self.endpoint}" if self.endpoint else ""
@@ -242,8 +253,8 @@ class Calls:
             )
         if fault is Fault.TRANSIENT:
             return BucketUnreachable(
-                f"{what} {target}: {self.service} kept failing for {self.policy.budget:.0f} s "
-                f"({detail}); try again later"
+                f"{what} {target}: {self.service}{where} kept failing ({tries} tries in "
+                f"{elapsed:.0f} s; {detail}); try again later"
             )
         return BucketError(f"{what} {target}: {self.service} error ({detail})")
 

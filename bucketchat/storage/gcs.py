@@ -131,7 +131,7 @@ class GCSBucket:
                 from google.oauth2 import service_account
 
                 credentials = service_account.Credentials.from_service_account_file(  # type: ignore[no-untyped-call]
-                    str(key_file),
+                    os.path.expanduser(str(key_file)),
                     scopes=["https://www.googleapis.com/auth/devstorage.read_write"],
                 )
             client = storage.Client(
@@ -145,7 +145,9 @@ class GCSBucket:
                 self.cloud_client = GSClient(
                     project=str(project) if project else None,
                     application_credentials=(
-                        None if env.get("GOOGLE_APPLICATION_CREDENTIALS") else key_file
+                        None
+                        if env.get("GOOGLE_APPLICATION_CREDENTIALS") or not key_file
+                        else os.path.expanduser(str(key_file))
                     ),
                     **cloudpathlib_cache(),
                 )

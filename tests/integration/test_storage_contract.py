@@ -9,6 +9,7 @@ Lock runs on the S3 servers, which honour it.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import uuid
@@ -431,6 +432,42 @@ def test_unreachable_endpoint_gives_up_within_30_s(harness: Harness) -> None:
     assert "127.0.0.1" in str(info.value) and "\n" not in str(info.value)
 
 
+@pytest.mark.slow
+def test_a_server_that_never_answers_gives_up_within_30_s(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A port that accepts connections (the kernel's backlog) and never answers: every
+    backend's read timeout and retry budget end it with BucketUnreachable in < 30 s."""
+    for var in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "STORAGE_EMULATOR_HOST"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING", raising=False)
+    monkeypatch.delenv("AZURE_STORAGE_ACCOUNT", raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as mute:
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(256)
+        endpoint = f"http://127.0.0.1:{mute.getsockname()[1]}"
+        azure = servers().Azurite(f"{endpoint}/devstoreaccount1").connection_string()
+        buckets: list[Bucket] = [
+            S3Bucket("s3://mute", {"endpoint": endpoint}),
+            GCSBucket("gs://mute", {"endpoint": endpoint}),
+            AzureBucket("az://mute", {"connection_string": azure}),
+        ]
+
+        def attempt(bucket: Bucket) -> tuple[float, BaseException | None]:
+            start = time.monotonic()
+            try:
+                list(bucket.list())
+            except BaseException as exc:
+                return time.monotonic() - start, exc
+            return time.monotonic() - start, None
+
+        with ThreadPoolExecutor(3) as pool:
+            outcomes = list(pool.map(attempt, buckets))
+    for bucket, (elapsed, error) in zip(buckets, outcomes, strict=True):
+        assert isinstance(error, BucketUnreachable), (bucket.url, error)
+        assert elapsed < 30, (bucket.url, elapsed)
+
+
 def test_ordinary_objects_are_unlocked(bucket: Bucket) -> None:
     bucket.create(KEY, b"x\n")
     status = bucket.lock_status(KEY)
@@ -593,7 +630,7 @@ def test_retries_throttling_then_succeeds() -> None:
         "S3",
         None,
         lambda e: Diagnosis(Fault.TRANSIENT, "SlowDown"),
-        RetryPolicy(budget=10, base_delay=0.01),
+        RetryPolicy(budget=10, base_delay=0.01, connect_timeout=1, read_timeout=1),
     )
     assert calls.run("list", flaky) == "ok" and len(attempts) == 3
 
@@ -607,6 +644,8 @@ def test_retries_throttling_then_succeeds() -> None:
             "S3",
             None,
             lambda e: Diagnosis(Fault.TRANSIENT, "SlowDown"),
-            RetryPolicy(budget=5, base_delay=0.05, max_delay=0.2),
+            RetryPolicy(
+                budget=3, base_delay=0.05, max_delay=0.2, connect_timeout=1, read_timeout=1
+            ),
         ).run("list", always)
-    assert time.monotonic() - start < 5
+    assert 0.5 < time.monotonic() - start < 3
