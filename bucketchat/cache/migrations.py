@@ -83,8 +83,9 @@ def pending_migrations(
             )
         if migration.sha256 != digest:
             raise MigrationMismatch(
-                f"migration {version:04d}_{name} changed since it was applied to this cache: "
-                "run `bucketchat cache rebuild` with a fresh --db"
+                f"migration {version:04d}_{name} changed since it was applied to this cache, "
+                "so another bucketchat build made it: sync into a new cache (--db NEW) and "
+                "move this one aside"
             )
     return [migration for migration in shipped if migration.version not in applied]
 
