@@ -189,6 +189,7 @@ def client(root: Path, cache: Path, user: str, clock: Any = None) -> Client:
     return Client(LocalBucket(root), cache, user=user, key=SigningKey(seed_of(user)), **kwargs)
 
 
+@pytest.mark.slow
 def test_a_room_written_by_the_client_verifies_chains_and_is_laid_out_as_specified(
     tmp_path: Path,
 ):
@@ -246,6 +247,7 @@ def test_a_room_written_by_the_client_verifies_chains_and_is_laid_out_as_specifi
     assert query(reader, "SELECT kind FROM findings") == []
 
 
+@pytest.mark.slow
 def test_a_reinstall_continues_the_chain(tmp_path: Path):
     root = tmp_path / "bucket"
     first = client(root, tmp_path / "before.duckdb", ALICE)
@@ -291,6 +293,7 @@ def test_an_older_install_of_the_same_key_continues_after_the_newer_one(tmp_path
 # ---------------------------------------------------------------- the same through the CLI
 
 
+@pytest.mark.slow
 def test_a_room_written_through_the_cli_verifies_and_chains(tmp_path: Path):
     root, db = tmp_path / "bucket", tmp_path / "cli.duckdb"
     common = ["--bucket", str(root), "--db", str(db)]
