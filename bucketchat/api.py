@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
 
+    from bucketchat.cache import Cache
+
 
 def _path(db: str | Path | None) -> Path:
     if db is not None:
@@ -30,15 +32,19 @@ def _path(db: str | Path | None) -> Path:
     return Settings.resolve().cache_path()
 
 
-def _fresh(db: str | Path | None) -> Path:
+def _existing(db: str | Path | None) -> Path:
     from bucketchat.errors import UsageError
-    from bucketchat.query_state import ensure_fresh
 
     path = _path(db)
     if not path.exists():
         raise UsageError(f"no cache at {path}: run `bucketchat sync` first")
-    ensure_fresh(path)
     return path
+
+
+def _open(db: str | Path | None) -> Cache:
+    from bucketchat.query_state import open_fresh
+
+    return open_fresh(_existing(db))
 
 
 def connect(db: str | Path | None = None) -> duckdb.DuckDBPyConnection:
@@ -46,9 +52,7 @@ def connect(db: str | Path | None = None) -> duckdb.DuckDBPyConnection:
 
     Close it when done: while it is open, no sync can write the cache.
     """
-    from bucketchat.cache import open_cache
-
-    return open_cache(_fresh(db), read_only=True).con
+    return _open(db).con
 
 
 def _time(value: str | int | None, *, end_of_day: bool = False) -> int | None:
@@ -74,10 +78,9 @@ def timeline(
     ``since``/``until`` are ISO 8601 dates or times (a date alone as ``until`` includes
     the day) or protocol milliseconds. Columns as in ``log --json``.
     """
-    from bucketchat.cache import open_cache
     from bucketchat.query import timeline_arrow
 
-    with open_cache(_fresh(db), read_only=True) as cache:
+    with _open(db) as cache:
         return timeline_arrow(
             cache,
             room,
@@ -91,10 +94,9 @@ def timeline(
 
 def thread(event_id: str, *, db: str | Path | None = None) -> pa.Table:
     """The thread containing ``event_id``: root first, every event with its ``depth``."""
-    from bucketchat.cache import open_cache
     from bucketchat.query import thread_arrow
 
-    with open_cache(_fresh(db), read_only=True) as cache:
+    with _open(db) as cache:
         return thread_arrow(cache, event_id)
 
 
@@ -111,7 +113,7 @@ def search(
     """Ranked hits over current message text, as ``search --json`` prints them."""
     from bucketchat.fulltext import open_searcher
 
-    searcher = open_searcher(_fresh(db))
+    searcher = open_searcher(_existing(db))
     hits = searcher.search(
         query,
         room=room,

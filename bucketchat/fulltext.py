@@ -573,11 +573,9 @@ class Searcher:
 
 def open_searcher(cache_path: Path) -> Searcher:
     """A searcher over a fresh index: the timeline rows and the index catch up first."""
-    from bucketchat.cache import open_cache
-    from bucketchat.query_state import ensure_fresh
+    from bucketchat.query_state import open_fresh
 
-    ensure_fresh(cache_path)
-    with open_cache(cache_path, read_only=True) as cache:
+    with open_fresh(cache_path) as cache:
         if index_lags(cache):
             update_index(cache)
     return Searcher(index_dir(cache_path))

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from bucketchat.errors import BadIdentifier, UsageError
-from bucketchat.protocol.naming import event_id_room
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -40,21 +39,21 @@ ITEM_COLUMNS = (
 _SELECT = ", ".join(ITEM_COLUMNS)
 
 FIND_ITEM = """
-SELECT seq, timestamp_ms, event_id, event_hash, thread_seq, trust FROM timeline_rows
+SELECT seq, position, event_id, event_hash, thread_seq, trust FROM timeline_rows
 WHERE room_id = $room AND event_id = $event_id
 ORDER BY trust = 'invalid', timestamp_ms, event_hash
 """
+ROOM_ITEMS = "SELECT items FROM timeline_rooms WHERE room_id = ?"
+# Positions are dense per room, so the page lies in (high - window, high); zone maps skip
+# everything else. A page the window cannot fill (invalid rows hidden, --since/--until)
+# is asked again with low = 0.
 PAGE = f"""
 SELECT {_SELECT} FROM timeline_rows
-WHERE room_id = $room
+WHERE room_id = $room AND position < $high AND position > $low
   AND ($include_invalid OR trust <> 'invalid')
   AND ($since IS NULL OR timestamp_ms >= $since)
   AND ($until IS NULL OR timestamp_ms <= $until)
-  AND ($before_ts IS NULL OR timestamp_ms <= $before_ts)
-  AND ($before_ts IS NULL OR timestamp_ms < $before_ts
-       OR (timestamp_ms = $before_ts
-           AND (event_id < $before_id OR (event_id = $before_id AND event_hash < $before_hash))))
-ORDER BY timestamp_ms DESC, event_id DESC, event_hash DESC
+ORDER BY position DESC
 LIMIT $limit
 """  # noqa: S608 - constants only
 THREAD = f"""
@@ -68,6 +67,11 @@ SELECT relates_to FROM event_rows
 WHERE room_id = ? AND event_id = ? AND relates_to IS NOT NULL LIMIT 1
 """
 ROOM_KNOWN = "SELECT 1 FROM event_rows WHERE room_id = ? LIMIT 1"
+
+
+def _event_room(event_id: str) -> str:
+    """The room part of an event id (PROTOCOL.md §3), without importing the protocol."""
+    return event_id.split("::", 1)[0]
 
 
 def _rows(cache: Cache, sql: str, params: dict[str, Any], columns: tuple[str, ...]) -> list[
@@ -95,21 +99,27 @@ def timeline(
         "include_invalid": include_invalid,
         "since": since_ms,
         "until": until_ms,
-        "before_ts": None,
-        "before_id": None,
-        "before_hash": None,
         "limit": limit,
     }
     if before is not None:
-        if event_id_room(before) != room:
+        if _event_room(before) != room:
             raise BadIdentifier(f"{before!r} is not an event of room {room!r}")
         found = cache.con.execute(FIND_ITEM, {"room": room, "event_id": before}).fetchone()
         if found is None:
             raise BadIdentifier(f"no timeline item {before!r} in room {room!r}")
-        params.update(before_ts=found[1], before_id=found[2], before_hash=found[3])
+        high = int(found[1])
+    else:
+        known = cache.con.execute(ROOM_ITEMS, [room]).fetchone()
+        if known is None:
+            if cache.con.execute(ROOM_KNOWN, [room]).fetchone() is None:
+                raise UsageError(f"no room {room!r} in the cache: run `bucketchat sync` first?")
+            return []
+        high = int(known[0]) + 1
+    params.update(high=high, low=max(0, high - 2 * limit - 16))
     items = _rows(cache, PAGE, params, ITEM_COLUMNS)
-    if not items and before is None and cache.con.execute(ROOM_KNOWN, [room]).fetchone() is None:
-        raise UsageError(f"no room {room!r} in the cache: run `bucketchat sync` first?")
+    if len(items) < limit and params["low"] > 0:
+        params["low"] = 0
+        items = _rows(cache, PAGE, params, ITEM_COLUMNS)
     items.reverse()
     return items
 
@@ -141,7 +151,7 @@ def _with_map(cache: Cache, table: pa.Table) -> pa.Table:
 
 def thread(cache: Cache, event_id: str) -> dict[str, Any]:
     """The whole thread containing ``event_id``: its root and every event with its depth."""
-    room = event_id_room(event_id)
+    room = _event_room(event_id)
     target = event_id
     found = cache.con.execute(FIND_ITEM, {"room": room, "event_id": target}).fetchone()
     if found is None:  # an edit, reaction or redaction: the thread of what it acts on

@@ -15,6 +15,7 @@ the next command that reads.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ META_ROWS = "query.rows"
 META_KEYS = "query.keys"
 META_VERSION = "query.version"
 META_EPOCH = "query.epoch"
+META_LAYOUT = "query.layout"
+LAYOUT = "2"  # bump when rows need recomputing after a migration (2: position)
 
 EVENT_WATERMARK = "SELECT coalesce(max(seq), 0), count(*) FROM event_rows"
 ROWS_UP_TO = "SELECT count(*) FROM event_rows WHERE seq <= ?"
@@ -186,8 +189,10 @@ WHERE e.seq IN (SELECT seq FROM q_redacted)
 ORDER BY e.room_id, e.seq
 """
 INSERT_ROWS = f"""
-INSERT INTO timeline_rows ({ROW_COLUMNS}, version)
-SELECT {ROW_COLUMNS}, version FROM q_out
+INSERT INTO timeline_rows ({ROW_COLUMNS}, version, position)
+SELECT {ROW_COLUMNS}, version,
+       row_number() OVER (PARTITION BY room_id ORDER BY timestamp_ms, event_id, event_hash)
+FROM q_out
 ORDER BY room_id, timestamp_ms, event_id, event_hash
 """  # noqa: S608 - a constant
 DROP_TEMPS = (
@@ -199,8 +204,13 @@ DROP_TEMPS = (
     "DROP TABLE IF EXISTS q_new",
     "DROP TABLE IF EXISTS q_out",
 )
-UPSERT_ROOM = """
-INSERT OR REPLACE INTO timeline_rooms (room_id, key_fingerprint, refreshed_at) VALUES (?, ?, ?)
+UPSERT_ROOMS = """
+INSERT OR REPLACE INTO timeline_rooms (room_id, key_fingerprint, refreshed_at, items)
+SELECT q.room_id, f.key_fingerprint, $now, coalesce(n.items, 0)
+FROM q_rooms q
+JOIN q_fingerprints f ON f.room_id = q.room_id
+LEFT JOIN (SELECT room_id, count(*) AS items FROM q_out GROUP BY room_id) n
+       ON n.room_id = q.room_id
 """
 
 # Rooms at or above this share of all events are cheaper to rebuild in one pass together.
@@ -290,6 +300,8 @@ def is_fresh(cache: Cache) -> bool:
     max_seq, count = (int(row[0]), int(row[1])) if row else (0, 0)
     if _meta_int(cache, META_SEQ) != max_seq or _meta_int(cache, META_ROWS) != count:
         return False
+    if cache.meta(META_LAYOUT) != LAYOUT:
+        return False
     keys = cache.con.execute(ALL_KEYS_FINGERPRINT).fetchone()
     return cache.meta(META_KEYS) == (keys[0] if keys else "")
 
@@ -303,6 +315,8 @@ def refresh(cache: Cache, *, full: bool = False) -> RefreshResult:
     seen_rows = _meta_int(cache, META_ROWS)
     version = (_meta_int(cache, META_VERSION) or 0) + 1
     if cache.meta(META_EPOCH) is None or seen_seq is None or seen_rows is None:
+        full = True
+    if cache.meta(META_LAYOUT) != LAYOUT:
         full = True
     elif not full:
         kept = con.execute(ROWS_UP_TO, [seen_seq]).fetchone()
@@ -332,6 +346,7 @@ def refresh(cache: Cache, *, full: bool = False) -> RefreshResult:
             con.execute("DELETE FROM redacted_events")
             con.execute("DELETE FROM timeline_rooms")
             cache.set_meta(META_EPOCH, uuid.uuid4().hex)
+            cache.set_meta(META_LAYOUT, LAYOUT)
         if rooms:
             changed = _refresh_rooms(cache, sorted(rooms), version, fingerprints)
         cache.set_meta(META_SEQ, str(max_seq))
@@ -367,10 +382,19 @@ def _refresh_rooms(
         con.execute(INSERT_ROWS)
         con.execute(DELETE_REDACTED)
         con.execute(INSERT_REDACTED)
-        now = utc_now()
-        con.executemany(
-            UPSERT_ROOM, [[room, fingerprints.get(room) or "", now] for room in rooms]
+        prints = pa.table(
+            {
+                "room_id": pa.array(rooms, type=pa.string()),
+                "key_fingerprint": pa.array(
+                    [fingerprints.get(room) or "" for room in rooms], type=pa.string()
+                ),
+            }
         )
+        con.register("q_fingerprints", prints)
+        try:
+            con.execute(UPSERT_ROOMS, {"now": utc_now()})
+        finally:
+            con.unregister("q_fingerprints")
     finally:
         con.unregister("q_rooms")
         for statement in DROP_TEMPS:
@@ -378,8 +402,23 @@ def _refresh_rooms(
     return int(changed_row[0]) if changed_row else 0
 
 
+QUIET = "SET enable_progress_bar = false"
+
+
+def quiet(cache: Cache) -> None:
+    """No DuckDB progress bar: it draws on stdout, amid ``--json`` output.
+
+    (In Jupyter, DuckDB refuses to change the setting without ipywidgets: then it stays.)
+    """
+    import duckdb
+
+    with contextlib.suppress(duckdb.Error):
+        cache.con.execute(QUIET)
+
+
 def after_ingest(cache: Cache) -> None:
     """The post-sync hook: timeline rows, then the search index, catch up with the cache."""
+    quiet(cache)
     refresh(cache)
     from bucketchat.fulltext import update_index
 
@@ -398,5 +437,30 @@ def ensure_fresh(path: Path, *, wait_seconds: float | None = None) -> None:
         if is_fresh(cache):
             return
     with open_cache(path, **kwargs) as cache:
+        quiet(cache)
         if not is_fresh(cache):
             refresh(cache)
+
+
+def open_fresh(path: Path) -> Cache:
+    """The cache at ``path`` opened read-only, its timeline rows caught up first.
+
+    One open when nothing lags (the common case: sync already refreshed); otherwise the
+    cache is opened for writing just long enough to refresh.
+    """
+    from bucketchat.cache import open_cache
+
+    cache = open_cache(path, read_only=True)
+    try:
+        quiet(cache)
+        if is_fresh(cache):
+            return cache
+    except BaseException:
+        cache.close()
+        raise
+    cache.close()
+    ensure_fresh(path)
+    cache = open_cache(path, read_only=True)
+    quiet(cache)
+    return cache
+

@@ -33,6 +33,13 @@ SENDER_COLOURS = (
     "cyan", "magenta", "green", "yellow", "blue", "bright_red", "bright_cyan",
     "bright_magenta", "bright_green", "dark_orange", "orchid", "spring_green3",
 )
+MEMBER_VERBS = {
+    "join": "joined",
+    "leave": "left",
+    "invite": "invited someone",
+    "ban": "banned someone",
+    "kick": "removed someone",
+}
 TRUST_BADGES = {
     "attested": ("✔ attested", "bold green"),
     "tofu": ("tofu", "dim cyan"),
@@ -64,13 +71,11 @@ def _cache_path(ctx: typer.Context) -> Path:
 
 def _open_fresh(path: Path) -> Any:
     """The cache, read-only, after its timeline rows caught up with any unprocessed sync."""
-    from bucketchat.cache import open_cache
-    from bucketchat.query_state import ensure_fresh
+    from bucketchat.query_state import open_fresh
 
     if not path.exists():
         raise UsageError(f"no cache at {path}: run `bucketchat sync` first")
-    ensure_fresh(path)
-    return open_cache(path, read_only=True)
+    return open_fresh(path)
 
 
 def sender_style(sender_id: str) -> str:
@@ -105,9 +110,7 @@ def render_item(item: dict[str, Any], *, indent: int = 0, show_thread: bool = Tr
     line.append(f" [{badge}]", style=badge_style)
     line.append("  ")
     if item["type"] == "m.room.member":
-        from bucketchat.export import describe_member
-
-        text = describe_member(item)
+        text = MEMBER_VERBS.get(item.get("membership") or "", "changed membership")
         name = item.get("displayname")
         if name and item.get("membership") == "join":
             text += f" as {one_line(name)}"
@@ -151,9 +154,7 @@ def log(
 ) -> None:
     """The timeline of ROOM: edits, redactions, reactions and threads resolved."""
     from bucketchat import query
-    from bucketchat.protocol.naming import check_room_id
 
-    check_room_id(room)
     since_ms, until_ms = _times(since, until)
     with _open_fresh(_cache_path(ctx)) as cache:
         items = query.timeline(

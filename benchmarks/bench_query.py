@@ -1,0 +1,229 @@
+"""Query-layer benchmarks on a synced cache: search, log pages, threads, Parquet, CLI wall time.
+
+    python benchmarks/generate_bucket.py --events 1000000 --files 2000 --out /tmp/b
+    python benchmarks/bench_query.py --bucket /tmp/b --db /tmp/b.duckdb [--write]
+
+``--bucket`` syncs the bucket into ``--db`` first when the cache is empty (timed: that is
+the sync engine plus the query layer's first refresh and index build). ``--write``
+replaces the "## Query layer" section of benchmarks/RESULTS.md (other sections stay).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bucketchat.cache import open_cache  # noqa: E402
+from bucketchat.export import ExportOptions, export_parquet, resolve_rooms  # noqa: E402
+from bucketchat.fulltext import Searcher, index_dir  # noqa: E402
+from bucketchat.query import thread, timeline  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+SECTION = "## Query layer"
+
+
+def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, float, Any]:
+    """p50 and p95 in milliseconds over ``repeat`` calls (after one warm-up)."""
+    result = fn()
+    samples = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = fn()
+        samples.append((time.perf_counter() - started) * 1000)
+    samples.sort()
+    return statistics.median(samples), samples[int(len(samples) * 0.95) - 1], result
+
+
+def wall(args: list[str], repeat: int, env: dict[str, str]) -> float:
+    samples = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        subprocess.run(args, check=True, capture_output=True, env=env)
+        samples.append((time.perf_counter() - started) * 1000)
+    return statistics.median(samples)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = ""
+    try:
+        kib = int(Path("/proc/meminfo").read_text().split()[1])
+        memory = f", {kib / 1024 / 1024:.0f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    return (
+        f"{os.cpu_count()} cores ({cpu}){memory}, Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--db", type=Path, required=True)
+    parser.add_argument("--bucket", type=Path)
+    parser.add_argument("--repeat", type=int, default=200)
+    parser.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
+    args = parser.parse_args(argv)
+    rows: list[tuple[str, str, str]] = []
+    notes: list[str] = []
+
+    if args.bucket and not args.db.exists():
+        from bucketchat.storage import LocalBucket
+        from bucketchat.sync.pull import pull
+
+        started = time.perf_counter()
+        report = pull(LocalBucket(args.bucket), args.db)
+        seconds = time.perf_counter() - started
+        notes.append(
+            f"first sync of {report.events_ingested:,} events in {report.files_ingested:,} "
+            f"files: {seconds:.1f} s (sync engine + first timeline refresh + index build)"
+        )
+
+    with open_cache(args.db) as cache:
+        from bucketchat import query_state
+        from bucketchat.fulltext import update_index
+
+        started = time.perf_counter()
+        query_state.refresh(cache, full=True)
+        refresh_s = time.perf_counter() - started
+        shutil.rmtree(index_dir(cache.path), ignore_errors=True)
+        started = time.perf_counter()
+        indexed = update_index(cache)
+        index_s = time.perf_counter() - started
+        events = cache.con.execute("SELECT count(*) FROM event_rows").fetchone()
+        total_events = int(events[0]) if events else 0
+    rows.append(("full timeline refresh (all rooms)", f"{refresh_s * 1000:,.0f} ms", "—"))
+    rows.append((f"full search index build ({indexed:,} rows)", f"{index_s:,.1f} s", "—"))
+
+    searcher = Searcher(index_dir(args.db))
+    for label, text in [
+        ("search rare word (zyzzyva)", "zyzzyva"),
+        ("search common word (deploy)", "deploy"),
+        ("search very common word (the)", "the"),
+        ('search phrase ("deploy today")', '"deploy today"'),
+        ("search with filters (deploy in:room-003 from:user0007)",
+         "deploy in:room-003 from:user0007"),
+        ("search CJK bigram (東京)", "東京"),
+        ("search accent-folded (cafe)", "cafe"),
+    ]:
+        p50, p95, hits = timed(lambda text=text: searcher.search(text, limit=20), args.repeat)
+        rows.append((label, f"{p50:.2f} ms", f"{p95:.2f} ms ({len(hits)} hits)"))
+
+    with open_cache(args.db, read_only=True) as cache:
+        rooms = [r[0] for r in cache.con.execute(
+            "SELECT room_id FROM timeline_rows GROUP BY room_id ORDER BY count(*) DESC"
+        ).fetchall()]
+        room = rooms[0]
+        p50, p95, items = timed(lambda: timeline(cache, room, limit=50), args.repeat)
+        rows.append(("log page (newest 50)", f"{p50:.2f} ms", f"{p95:.2f} ms"))
+        middle_row = cache.con.execute(
+            "SELECT event_id FROM timeline_rows WHERE room_id = ? "
+            "ORDER BY timestamp_ms LIMIT 1 OFFSET (SELECT count(*) // 2 FROM timeline_rows "
+            "WHERE room_id = ?)",
+            [room, room],
+        ).fetchone()
+        middle = str(middle_row[0]) if middle_row else items[0]["event_id"]
+        p50, p95, _ = timed(lambda: timeline(cache, room, limit=50, before=middle), args.repeat)
+        rows.append(("log page (--before, mid-room)", f"{p50:.2f} ms", f"{p95:.2f} ms"))
+        big = cache.con.execute(
+            "SELECT root_event_id, reply_count FROM threads ORDER BY reply_count DESC LIMIT 1"
+        ).fetchone()
+        reply = cache.con.execute(
+            "SELECT event_id FROM timeline_rows WHERE depth >= 2 LIMIT 1"
+        ).fetchone()
+        if big:
+            p50, p95, found = timed(lambda: thread(cache, str(big[0])), args.repeat)
+            rows.append((f"thread from its root ({len(found['events'])} events)",
+                         f"{p50:.2f} ms", f"{p95:.2f} ms"))
+        if reply:
+            p50, p95, found = timed(lambda: thread(cache, str(reply[0])), args.repeat)
+            rows.append((f"thread from a deep reply ({len(found['events'])} events)",
+                         f"{p50:.2f} ms", f"{p95:.2f} ms"))
+        with tempfile.TemporaryDirectory() as scratch:
+            options = ExportOptions(rooms=resolve_rooms(cache, None, True), all_rooms=True)
+            started = time.perf_counter()
+            result = export_parquet(cache, Path(scratch) / "parquet", options)
+            seconds = time.perf_counter() - started
+            size = sum(p.stat().st_size for p in (Path(scratch) / "parquet").rglob("*.parquet"))
+        rows.append((f"Parquet export --all ({result.events:,} events, {result.files} files, "
+                     f"{size / 1e6:.0f} MB zstd)", f"{seconds:.2f} s", "—"))
+
+    env = {**os.environ, "BUCKETCHAT_DB": str(args.db)}
+    env.pop("BUCKETCHAT_BUCKET", None)
+    exe = str(Path(sys.executable).with_name("bucketchat"))
+    cli_repeat = 7
+    startup = wall([exe, "--version"], cli_repeat, env)
+    python_only = wall([sys.executable, "-c", "pass"], cli_repeat, env)
+    rows.append(("process start-up: `bucketchat --version`", f"{startup:.0f} ms",
+                 f"(bare `python -c pass`: {python_only:.0f} ms)"))
+    thread_id = str(big[0]) if big else items[-1]["event_id"]
+    with tempfile.TemporaryDirectory() as scratch:
+        for label, command in [
+            ("log ROOM", ["log", room]),
+            ("log ROOM --json", ["log", room, "--json"]),
+            ("thread ID", ["thread", thread_id]),
+            ("search deploy", ["search", "deploy"]),
+            ("search zyzzyva --json", ["search", "zyzzyva", "--json"]),
+            ("export ROOM --format html (1 room)",
+             ["export", room, "--format", "html", "-o", f"{scratch}/r.html"]),
+        ]:
+            took = wall([exe, *command], cli_repeat if "export" not in label else 1, env)
+            rows.append((f"`bucketchat {label}` wall", f"{took:.0f} ms",
+                         f"start-up + {took - startup:.0f} ms"))
+
+    command = " ".join(["python", "benchmarks/bench_query.py", *[
+        a if not a.startswith("/") else f"<{Path(a).name}>" for a in (argv or sys.argv[1:])
+    ]])
+    lines = [
+        SECTION,
+        "",
+        f"Measured {time.strftime('%Y-%m-%d', time.gmtime())} on {machine()}.",
+        f"Cache: {total_events:,} events (benchmarks/generate_bucket.py --events 1000000 "
+        "--files 2000: 10 rooms, 50 senders, ~15% replies, edits, redactions, reactions).",
+        f"Command: `{command}`; in-process figures are p50/p95 over {args.repeat} runs after "
+        "a warm-up, CLI figures the median of 7 runs.",
+        "",
+        "| what | p50 / time | p95 / note |",
+        "|---|---|---|",
+        *[f"| {a} | {b} | {c} |" for a, b, c in rows],
+        "",
+        *[f"- {note}" for note in notes],
+        "",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.write:
+        existing = RESULTS.read_text("utf-8") if RESULTS.exists() else "# Benchmark results\n\n"
+        if SECTION in existing:
+            head, _, rest = existing.partition(SECTION)
+            tail = rest[rest.find("\n## ") + 1 :] if "\n## " in rest else ""
+            existing = head + text + ("\n" + tail if tail else "")
+        else:
+            existing = existing.rstrip("\n") + "\n\n" + text
+        RESULTS.write_text(existing, "utf-8")
+    print(json.dumps({"rows": len(rows)}), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
