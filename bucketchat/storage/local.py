@@ -84,6 +84,19 @@ class LocalBucket:
     def create(self, key: str, data: bytes) -> None:
         check_key(key)
         target = self._path(key)
+        try:
+            self._link_new(key, target, data)
+        except (ObjectExists, UsageError):
+            raise
+        except PermissionError as exc:
+            raise BucketAccessDenied(
+                f"cannot write {key} in {self.url}: permission denied"
+            ) from exc
+        except OSError as exc:  # a file where a folder should be, a full disk…
+            reason = exc.strerror or type(exc).__name__
+            raise BucketError(f"cannot write {key} in {self.url}: {reason}") from exc
+
+    def _link_new(self, key: str, target: Path, data: bytes) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         temp_dir = self.root / TEMP_FOLDER
         temp_dir.mkdir(exist_ok=True)

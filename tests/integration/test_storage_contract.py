@@ -25,6 +25,7 @@ import pytest
 from bucketchat.config import Settings
 from bucketchat.errors import (
     BucketAccessDenied,
+    BucketError,
     BucketNotFound,
     BucketUnreachable,
     ObjectExists,
@@ -532,6 +533,15 @@ def test_gcs_retention_that_the_server_drops_is_reported(bucket: Bucket) -> None
     assert isinstance(bucket, GCSBucket)
     with pytest.raises(UsageError, match="did not keep it"):
         bucket.ensure_locked_bucket(retention_days=1)
+
+
+@pytest.mark.parametrize("harness", only("local"), indirect=True)
+def test_a_local_write_that_fails_is_a_bucket_error(bucket: Bucket) -> None:
+    assert isinstance(bucket, LocalBucket)
+    (bucket.root / "rooms").write_bytes(b"a file where a folder should be")
+    with pytest.raises(BucketError, match="cannot write") as info:
+        bucket.create(KEY, b"x\n")
+    assert "\n" not in str(info.value)
 
 
 # -- configuration --------------------------------------------------------------------
