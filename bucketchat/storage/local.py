@@ -70,6 +70,9 @@ class LocalBucket:
             raise BucketNotFound(f"{key} is gone from {self.url}") from exc
         except PermissionError as exc:
             raise BucketAccessDenied(f"cannot read {key}: permission denied") from exc
+        except OSError as exc:  # a folder under that name, an I/O error…
+            reason = exc.strerror or type(exc).__name__
+            raise BucketError(f"cannot read {key} in {self.url}: {reason}") from exc
 
     def read_many(self, keys: Iterable[str]) -> Iterator[tuple[str, bytes | BucketError]]:
         for key in keys:
