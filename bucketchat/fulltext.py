@@ -419,6 +419,8 @@ def build_query(schema: tantivy.Schema, parsed: ParsedQuery) -> tuple[tantivy.Qu
         clauses.append((must, tantivy.Query.all_query()))
     for phrase in parsed.excluded:
         clauses.append((must_not, _phrase_query(schema, phrase)))
+    if len(clauses) == 1 and clauses[0][0] == must:
+        return clauses[0][1], ranked  # alone, a term query prunes by block maxima (~2x faster)
     return tantivy.Query.boolean_query(clauses), ranked
 
 
