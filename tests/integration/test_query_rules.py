@@ -328,3 +328,17 @@ def test_a_crash_before_the_refresh_heals_on_the_next_open(
         assert not query_state.is_fresh(cache)
     query_state.ensure_fresh(db)
     assert "after the crash" in [i["body"] for i in page(db)]
+
+
+def test_a_cache_rebuild_starts_the_rows_over(chat: ChatBuilder, sync: Any) -> None:
+    from bucketchat.cache.maintenance import clear_events
+
+    message = chat.message("alice", ROOM, "kept")
+    chat.edit("alice", message, "kept, edited")
+    db = sync()
+    clear_events(db)
+    query_state.ensure_fresh(db)
+    with open_cache(db, read_only=True) as cache:
+        assert cache.con.execute("SELECT count(*) FROM timeline").fetchone() == (0,)
+    pull(LocalBucket(chat.root), db, workers=1)
+    assert item(db, message["event_id"])["body"] == "kept, edited"
