@@ -128,6 +128,7 @@ def fails(report: dict[str, Any], fail_on: str) -> bool:
     return any(SEVERITY_RANK[f["severity"]] >= threshold for f in report["findings"])
 
 
+LOCK_CHECKS_IN_FLIGHT = 16
 LOCKABLE_FILES = """
 SELECT path, room_id FROM files
 WHERE state IN ('ingested', 'mutated', 'metadata') AND ($room IS NULL OR room_id = $room)

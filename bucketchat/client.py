@@ -96,11 +96,23 @@ class Client:
             room_id, "m.room.member", join_content(key, self.displayname, self.attestation)
         )
 
-    def create_room(self, room_id: str, name: str | None = None, topic: str | None = None) -> bool:
-        """Write the room's metadata.json (create-only) and join; False if it existed."""
+    def create_room(
+        self,
+        room_id: str,
+        name: str | None = None,
+        topic: str | None = None,
+        lock_days: int | None = None,
+    ) -> bool:
+        """Write the room's metadata.json (create-only) and join; False if it existed.
+
+        With ``lock_days`` the bucket is first set up so that every new object is
+        write-once for that many days (S3 Object Lock, a GCS retention policy).
+        """
         import json
 
         check_room_id(room_id)
+        if lock_days is not None:
+            self.bucket.ensure_locked_bucket(lock_days)
         metadata: dict[str, Any] = {
             "room_id": room_id,
             "created_at": utc_now().strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -19,7 +19,7 @@ def make_client(ctx: typer.Context, *, identity: bool = True) -> Client:
     from bucketchat.storage import open_bucket
 
     settings = state(ctx).settings
-    bucket = open_bucket(settings.require_bucket())
+    bucket = open_bucket(settings.require_bucket(), settings)
     client = Client(
         bucket,
         settings.cache_path(),

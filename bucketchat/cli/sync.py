@@ -182,7 +182,7 @@ def audit(
         from bucketchat.storage import open_bucket
 
         add_lock_findings(
-            report, open_bucket(settings.require_bucket()), settings.cache_path(), room
+            report, open_bucket(settings.require_bucket(), settings), settings.cache_path(), room
         )
     if output_format == "json":
         print_json(report)

@@ -28,10 +28,17 @@ def room_create(
     room: str = ROOM,
     name: str | None = typer.Option(None, "--name", help="A display name.", show_default=False),
     topic: str | None = typer.Option(None, "--topic", help="A topic.", show_default=False),
+    lock_days: int | None = typer.Option(
+        None,
+        "--lock-days",
+        help="First make the bucket keep every object write-once for N days "
+        "(S3 Object Lock, GCS retention policy; see docs/clouds.md).",
+        show_default=False,
+    ),
 ) -> None:
     """Create a room (its metadata.json) in the bucket and join it."""
     client = make_client(ctx)
-    created = client.create_room(room, name=name, topic=topic)
+    created = client.create_room(room, name=name, topic=topic, lock_days=lock_days)
     from bucketchat.cli.context import err
 
     if not created:

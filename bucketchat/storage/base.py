@@ -91,6 +91,10 @@ class Bucket(Protocol):
 
     def lock_status(self, key: str) -> LockStatus: ...
 
+    def ensure_locked_bucket(self, retention_days: int, mode: str = "GOVERNANCE") -> None:
+        """Make every new object write-once for ``retention_days`` where the backend can."""
+        ...
+
 
 def cloudpathlib_cache() -> dict[str, Any]:
     """Where a cloudpathlib client keeps files it downloads (only ``cloud_path`` uses it).
