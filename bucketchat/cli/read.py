@@ -95,7 +95,9 @@ def short_id(event_id: str) -> str:
     return one_line(event_id.rsplit("::", 1)[-1][:8])
 
 
-def render_item(item: dict[str, Any], *, indent: int = 0, show_thread: bool = True) -> Text:
+def render_item(
+    item: dict[str, Any], *, indent: int = 0, show_thread: bool = True, width: int | None = None
+) -> Text:
     """One timeline item as literal Rich text."""
     from rich.text import Text
 
@@ -126,15 +128,24 @@ def render_item(item: dict[str, Any], *, indent: int = 0, show_thread: bool = Tr
             line.append(" (edited)", style="dim")
     if item.get("redacted") and item["body"] is not None:
         line.append(" (deleted)", style="dim red")
+    meta = Text()
     if item.get("reactions"):
-        line.append("  ")
         for key, count in sorted(item["reactions"].items()):
-            line.append(f" {one_line(key)} {count} ", style="on grey23")
-            line.append(" ")
+            meta.append(f" {one_line(key)} {count} ", style="on grey23")
+            meta.append(" ")
     if show_thread and item.get("reply_count"):
         count = item["reply_count"]
-        line.append(f"  🧵 {count} {'reply' if count == 1 else 'replies'}", style="cyan")
-        line.append(f" (thread {short_id(item['event_id'])})", style="dim")
+        meta.append(f" 🧵 {count} {'reply' if count == 1 else 'replies'}", style="cyan")
+        meta.append(f" (thread {short_id(item['event_id'])})", style="dim")
+    if meta:
+        from rich.cells import cell_len
+
+        last_line = line.plain.rsplit("\n", 1)[-1]
+        if width is not None and cell_len(last_line) + 2 + meta.cell_len > width:
+            line.append("\n" + "  " * indent + "      ")  # reactions and replies below
+        else:
+            line.append("  ")
+        line.append_text(meta)
     return line
 
 
@@ -179,7 +190,7 @@ def log(
         if this_day != day:
             day = this_day
             console.print(Rule(Text(this_day, style="bold"), style="dim"))
-        console.print(render_item(item))
+        console.print(render_item(item, width=console.width))
     if not items:
         err().print("no messages")
     elif len(items) == limit:
@@ -208,7 +219,9 @@ def thread(
     title.append(one_line(found["root"]), style="dim")
     console.print(title)
     for item in found["events"]:
-        console.print(render_item(item, indent=item["depth"] or 0, show_thread=False))
+        console.print(
+            render_item(item, indent=item["depth"] or 0, show_thread=False, width=console.width)
+        )
 
 
 def search(
