@@ -177,9 +177,17 @@ CLICK_BUG = (
 @pytest.mark.parametrize(
     ("fail_on", "code"),
     [
-        pytest.param("error", 1, marks=pytest.mark.xfail(strict=True, reason=EXIT_BUG)),
-        pytest.param("warning", 1, marks=pytest.mark.xfail(strict=True, reason=EXIT_BUG)),
-        pytest.param(None, 1, marks=pytest.mark.xfail(strict=True, reason=EXIT_BUG)),
+        pytest.param(
+            "error", 1, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=EXIT_BUG)
+        ),
+        pytest.param(
+            "warning",
+            1,
+            marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=EXIT_BUG),
+        ),
+        pytest.param(
+            None, 1, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=EXIT_BUG)
+        ),
         ("never", 0),
     ],
 )
@@ -212,7 +220,7 @@ def test_audit_fail_on_error_passes_on_a_clean_room(tmp_path: Path):
         ["audit", "--fail-on"],
     ],
 )
-@pytest.mark.xfail(strict=True, reason=CLICK_BUG)
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=CLICK_BUG)
 def test_bad_usage_exits_2(args: list[str], tmp_path: Path):
     ran = bc(*args, "--db", str(tmp_path / "x.duckdb"))
     assert ran.code == 2, ran.err

@@ -80,14 +80,6 @@ def test_a_failed_send_keeps_the_event_and_the_next_command_uploads_it(
     assert {i.event["event_id"] for i in walk} >= {event_id for event_id, _ in stuck}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: bucketchat/storage/local.py LocalBucket.create lets OSError from mkdir / "
-    "mkstemp / os.link (other than FileExistsError) escape instead of raising a BucketError; "
-    "sync/push.py push() only catches BucketError/UploadFailed, so `send` on a bucket folder "
-    "that cannot be created exits 1 with 'unexpected NotADirectoryError' instead of 3 with "
-    "the outbox message",
-)
 def test_a_failed_send_exits_3_with_one_line_about_the_outbox(
     blocked_bucket: tuple[Path, Path, Path],
 ):
