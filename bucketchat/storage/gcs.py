@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from bucketchat.errors import BucketError, UsageError
 from bucketchat.storage.base import (
@@ -41,6 +41,7 @@ from bucketchat.storage.base import (
 )
 from bucketchat.storage.s3 import split_cloud_url
 
+T = TypeVar("T")
 TIMEOUT = (CONNECT_TIMEOUT, READ_TIMEOUT)
 LIST_FIELDS = "items(name,size,generation,updated),nextPageToken"
 
@@ -57,7 +58,7 @@ def diagnose(exc: BaseException) -> Diagnosis | None:
             return Diagnosis(Fault.EXISTS, detail)
         if isinstance(exc, gexc.NotFound):
             text = str(exc.message).lower()
-            if "bucket" in text and "object" not in text:
+            if getattr(exc, "bucket_missing", False) or ("bucket" in text and "object" not in text):
                 return Diagnosis(Fault.BUCKET_MISSING, detail)
             return Diagnosis(Fault.OBJECT_MISSING, detail)
         if isinstance(exc, gexc.Forbidden | gexc.Unauthorized):
@@ -93,6 +94,18 @@ def diagnose(exc: BaseException) -> Diagnosis | None:
     if isinstance(exc, requests.exceptions.RequestException):
         return Diagnosis(Fault.OTHER, str(exc))
     return None
+
+
+def _in_bucket(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a call that needs no existing object (a listing, a create-only upload): a 404
+    from it means the bucket is missing, whatever its text (fake-gcs-server: "Not Found")."""
+    from google.api_core import exceptions as gexc
+
+    try:
+        return call(*args, **kwargs)
+    except gexc.NotFound as exc:
+        exc.bucket_missing = True  # type: ignore[attr-defined]
+        raise
 
 
 def _endpoint_url(value: str) -> str:
@@ -199,7 +212,7 @@ class GCSBucket:
             timeout=TIMEOUT,
             retry=None,
         )
-        page = next(iterator.pages, None)
+        page = _in_bucket(partial(next, iterator.pages, None))
         items = list(page) if page is not None else []
         return items, iterator.next_page_token
 
@@ -220,6 +233,7 @@ class GCSBucket:
     def create(self, key: str, data: bytes) -> None:
         full = self._full(key)
         upload = partial(
+            _in_bucket,
             self.gcs_bucket.blob(full).upload_from_string,
             data,
             content_type=content_type(key),
