@@ -23,7 +23,8 @@ from bucketchat.timeutil import now_ms, utc_now
 
 OUTBOX_HEAD = """
 SELECT event_hash, timestamp_ms FROM outbox
-WHERE room_id = ? AND device_key = ? ORDER BY outbox_id DESC LIMIT 1
+WHERE room_id = ? AND device_key = ? AND (uploaded_at IS NULL) = ?
+ORDER BY outbox_id DESC LIMIT 1
 """
 CHAIN_HEAD = """
 SELECT c.event_hash, c.timestamp_ms FROM event_rows c
@@ -63,13 +64,25 @@ class Composed:
 def chain_head(
     cache: Cache, room_id: str, sender_id: str, key: SigningKey
 ) -> tuple[str, int] | None:
+    """The event the next one follows.
+
+    The newest event still waiting in the outbox, if any; otherwise the later of the
+    chain's head in the cache (what the bucket holds, including what other installs of
+    the same key wrote) and the last event this cache uploaded (which the cache may not
+    have read back yet). Timestamps never go backwards along a chain, so "later" is safe.
+    """
     public = key.public_key
-    row = cache.con.execute(OUTBOX_HEAD, [room_id, public]).fetchone()
-    if row is None:
-        row = cache.con.execute(
+    pending = cache.con.execute(OUTBOX_HEAD, [room_id, public, True]).fetchone()
+    if pending is not None:
+        return str(pending[0]), int(pending[1])
+    heads = [
+        cache.con.execute(
             CHAIN_HEAD, {"room": room_id, "key": public, "sender": sender_id}
-        ).fetchone()
-    return None if row is None else (str(row[0]), int(row[1]))
+        ).fetchone(),
+        cache.con.execute(OUTBOX_HEAD, [room_id, public, False]).fetchone(),
+    ]
+    found = [(str(row[0]), int(row[1])) for row in heads if row is not None]
+    return max(found, key=lambda head: head[1]) if found else None
 
 
 def key_published(cache: Cache, room_id: str, sender_id: str, key: SigningKey) -> bool:

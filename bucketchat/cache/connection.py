@@ -16,7 +16,7 @@ from typing import Any
 
 import duckdb
 
-from bucketchat.cache.migrations import apply_migrations, pending_migrations
+from bucketchat.cache.migrations import apply_migrations
 from bucketchat.errors import CacheBusy, CacheError
 
 DEFAULT_WAIT_SECONDS = 5.0
@@ -124,16 +124,20 @@ def open_cache(
 
 
 def pending_migrations_read_only(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether migrations wait; raises MigrationMismatch like a writable open would."""
+    from bucketchat.cache.migrations import (
+        APPLIED_MIGRATIONS,
+        check_applied,
+        shipped_migrations,
+    )
+
     tables = con.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_migrations'"
     ).fetchone()
     if not tables or tables[0] == 0:
         return True
-    from bucketchat.cache.migrations import APPLIED_MIGRATIONS, shipped_migrations
-
     shipped = shipped_migrations()
-    applied = {row[0]: row[2] for row in con.execute(APPLIED_MIGRATIONS).fetchall()}
-    for migration in shipped:
-        if migration.version in applied and applied[migration.version] != migration.sha256:
-            pending_migrations(con, shipped)  # raises MigrationMismatch with its message
-    return any(migration.version not in applied for migration in shipped)
+    applied = con.execute(APPLIED_MIGRATIONS).fetchall()
+    check_applied(applied, shipped)
+    done = {row[0] for row in applied}
+    return any(migration.version not in done for migration in shipped)

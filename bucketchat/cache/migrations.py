@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bucketchat.errors import MigrationMismatch
 from bucketchat.timeutil import utc_now
@@ -66,15 +66,10 @@ def shipped_migrations(folder: Path | None = None) -> list[Migration]:
     return found
 
 
-def pending_migrations(
-    con: duckdb.DuckDBPyConnection, shipped: list[Migration] | None = None
-) -> list[Migration]:
-    """Migrations not yet applied; raises if an applied one differs from what ships."""
-    shipped = shipped if shipped is not None else shipped_migrations()
-    con.execute(CREATE_MIGRATIONS_TABLE)
-    applied = {row[0]: row for row in con.execute(APPLIED_MIGRATIONS).fetchall()}
+def check_applied(applied: list[tuple[Any, ...]], shipped: list[Migration]) -> None:
+    """Raise MigrationMismatch if an applied migration is unknown or differs from its file."""
     by_version = {migration.version: migration for migration in shipped}
-    for version, name, digest in applied.values():
+    for version, name, digest in applied:
         migration = by_version.get(version)
         if migration is None:
             raise MigrationMismatch(
@@ -87,7 +82,18 @@ def pending_migrations(
                 "so another bucketchat build made it: sync into a new cache (--db NEW) and "
                 "move this one aside"
             )
-    return [migration for migration in shipped if migration.version not in applied]
+
+
+def pending_migrations(
+    con: duckdb.DuckDBPyConnection, shipped: list[Migration] | None = None
+) -> list[Migration]:
+    """Migrations not yet applied; raises if an applied one differs from what ships."""
+    shipped = shipped if shipped is not None else shipped_migrations()
+    con.execute(CREATE_MIGRATIONS_TABLE)
+    applied = con.execute(APPLIED_MIGRATIONS).fetchall()
+    check_applied(applied, shipped)
+    done = {row[0] for row in applied}
+    return [migration for migration in shipped if migration.version not in done]
 
 
 def apply_migrations(

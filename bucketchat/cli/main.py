@@ -105,7 +105,8 @@ def run(argv: list[str] | None = None) -> None:
     debug = "--debug" in args
     _register()
     try:
-        app(args=args, prog_name="bucketchat", standalone_mode=False)
+        # Without standalone mode click hands back a command's exit code instead of exiting.
+        code = app(args=args, prog_name="bucketchat", standalone_mode=False)
     except BucketchatError as exc:
         if debug:
             traceback.print_exc()
@@ -120,11 +121,12 @@ def run(argv: list[str] | None = None) -> None:
         err().print("interrupted")
         sys.exit(130)
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(2 if isinstance(exc, click.exceptions.UsageError) else 1)
+        # Usage errors come from the click that typer bundles, not necessarily the
+        # standalone package: recognise them by what they can do.
+        show, exit_code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(exit_code, int):
+            show()
+            sys.exit(exit_code)
         if debug:
             traceback.print_exc()
         err().print(
@@ -134,6 +136,7 @@ def run(argv: list[str] | None = None) -> None:
             highlight=False,
         )
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def _one_line(text: str) -> str:

@@ -52,7 +52,16 @@ class Rejection:
 
     @property
     def raw_kept(self) -> str:
-        return self.raw[:RAW_KEEP_BYTES].decode("utf-8", errors="replace")
+        return kept_text(self.raw)
+
+
+def kept_text(raw: bytes, limit: int = RAW_KEEP_BYTES) -> str:
+    """At most ``limit`` bytes of a line as UTF-8 text (bad bytes become U+FFFD)."""
+    text = raw[:limit].decode("utf-8", errors="replace")
+    encoded = text.encode("utf-8")
+    if len(encoded) <= limit:
+        return text
+    return encoded[:limit].decode("utf-8", errors="ignore")
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,13 @@ from typing import Any
 import pyarrow as pa
 
 from bucketchat.protocol.canonical import signing_bytes
-from bucketchat.protocol.lines import ParsedEvent, Rejection, parse_line, split_lines
+from bucketchat.protocol.lines import (
+    ParsedEvent,
+    Rejection,
+    kept_text,
+    parse_line,
+    split_lines,
+)
 from bucketchat.protocol.models import content_problem
 from bucketchat.protocol.naming import event_id_room
 from bucketchat.protocol.signing import (
@@ -207,7 +213,7 @@ def read_file(
                     "room_mismatch",
                     f"event of room {event.room_id!r} (id {event.event_id!r}) in the folder of "
                     f"{room_id!r}",
-                    event.raw.decode("utf-8")[:4096],
+                    kept_text(event.raw),
                     event.event_id,
                     event.sender_id,
                 )

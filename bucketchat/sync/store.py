@@ -258,8 +258,9 @@ def write_batch(
                 "name_start_ts": name.start_ts,
                 "name_end_ts": name.end_ts,
                 "name_day": name.day,
-                "lines_start_ts": result.lines_start_ts,
-                "lines_end_ts": result.lines_end_ts,
+                # a file still being written has no bounds yet: its lines may grow
+                "lines_start_ts": None if in_progress else result.lines_start_ts,
+                "lines_end_ts": None if in_progress else result.lines_end_ts,
                 "now": now,
                 "ingested_at": None if in_progress else now,
             },

@@ -161,33 +161,12 @@ def test_bucket_flag_after_the_command_is_used_by_sync(synced: tuple[Path, Path]
 
 # ---------------------------------------------------------------- exit codes and errors
 
-EXIT_BUG = (
-    "BUG: bucketchat/cli/main.py run() calls app(..., standalone_mode=False) and ignores its "
-    "return value; in that mode click returns the code of a typer.Exit raised in a command "
-    "instead of raising, so `audit` exits 0 although findings reach --fail-on"
-)
-CLICK_BUG = (
-    "BUG: bucketchat/cli/main.py run() tests isinstance(exc, click.exceptions.ClickException) "
-    "with the standalone click, but typer 0.29 raises its vendored typer._click exceptions: "
-    "bad flags, missing arguments and unknown commands exit 1 with 'error: unexpected "
-    "NoSuchOption/MissingParameter/UsageError' instead of click's usage message and exit 2"
-)
-
-
 @pytest.mark.parametrize(
     ("fail_on", "code"),
     [
-        pytest.param(
-            "error", 1, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=EXIT_BUG)
-        ),
-        pytest.param(
-            "warning",
-            1,
-            marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=EXIT_BUG),
-        ),
-        pytest.param(
-            None, 1, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=EXIT_BUG)
-        ),
+        ("error", 1),
+        ("warning", 1),
+        (None, 1),
         ("never", 0),
     ],
 )
@@ -220,7 +199,6 @@ def test_audit_fail_on_error_passes_on_a_clean_room(tmp_path: Path):
         ["audit", "--fail-on"],
     ],
 )
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=CLICK_BUG)
 def test_bad_usage_exits_2(args: list[str], tmp_path: Path):
     ran = bc(*args, "--db", str(tmp_path / "x.duckdb"))
     assert ran.code == 2, ran.err

@@ -155,14 +155,6 @@ def test_an_unterminated_file_changed_in_the_last_2_seconds_waits_for_the_next_s
     assert kinds(cache) == {"unchained": 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: bucketchat/sync/store.py write_batch() stores lines_start_ts/lines_end_ts "
-    "of a partly written file it leaves 'pending', and the misfiled branch of the findings "
-    "view (migrations/0002_findings.sql) does not skip state 'pending', so a file left for "
-    "the next sync is already reported as misfiled",
-)
 def test_a_file_left_for_the_next_sync_has_no_finding_yet(tmp_path: Path):
     root, cache = tmp_path / "bucket", tmp_path / "cache.duckdb"
     author = Author.of(ALICE, chained=False)

@@ -190,23 +190,12 @@ def test_every_reason_code_is_stored_and_the_lines_around_still_land(tmp_path: P
     assert query(cache, "SELECT count(*) FROM events WHERE room_id = 'other'") == [(0,)]
 
 
-RAW_CUT_BUG = (
-    "BUG: bucketchat/protocol/lines.py Rejection.raw_kept decodes raw[:4096] with "
-    "errors='replace': a cut through a multi-byte character (or invalid bytes, each one "
-    "U+FFFD of 3 bytes) makes the stored raw text longer than 4 KiB"
-)
-
-
 @pytest.mark.parametrize(
     "char",
     [
         "€",  # 3 bytes: 4,089 bytes after the 7-byte prefix hold whole characters only
-        pytest.param(
-            "é", marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=RAW_CUT_BUG)
-        ),
-        pytest.param(
-            "𝄞", marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=RAW_CUT_BUG)
-        ),
+        "é",
+        "𝄞",
     ],
 )
 def test_a_kept_raw_line_is_at_most_4_kib_of_utf8(char: str, tmp_path: Path):
@@ -224,7 +213,6 @@ def test_a_kept_raw_line_is_at_most_4_kib_of_utf8(char: str, tmp_path: Path):
     assert raw.startswith('{"x": "' + char * 100)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=RAW_CUT_BUG)
 def test_a_long_badly_encoded_line_keeps_at_most_4_kib(tmp_path: Path):
     root, cache = tmp_path / "bucket", tmp_path / "cache.duckdb"
     alice = Author.of(ALICE)

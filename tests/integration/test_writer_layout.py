@@ -268,14 +268,6 @@ def test_a_reinstall_continues_the_chain(tmp_path: Path):
     assert third_event.event["prev_event_hash"] == walk[2].hash
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: bucketchat/compose.py chain_head() takes the last outbox row of the device "
-    "key (OUTBOX_HEAD) whenever there is one and only falls back to the bucket's chain "
-    "(CHAIN_HEAD) when the outbox is empty; when another install of the same key has "
-    "extended the chain since, the old install's stale outbox head forks the chain",
-)
 def test_an_older_install_of_the_same_key_continues_after_the_newer_one(tmp_path: Path):
     root = tmp_path / "bucket"
     old = client(root, tmp_path / "old.duckdb", ALICE)
