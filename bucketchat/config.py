@@ -103,7 +103,7 @@ class Settings:
     def require_bucket(self) -> str:
         if not self.bucket:
             raise MissingSetting(
-                "no bucket: pass --bucket URL, set BUCKETCHAT_BUCKET, or add bucket = \"…\" "
+                'no bucket: pass --bucket URL, set BUCKETCHAT_BUCKET, or add bucket = "…" '
                 f"to {config_path()}"
             )
         return self.bucket
