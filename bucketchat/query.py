@@ -81,17 +81,16 @@ def _rows(cache: Cache, sql: str, params: dict[str, Any], columns: tuple[str, ..
     return [dict(zip(columns, row, strict=True)) for row in result]
 
 
-def timeline(
+def _page_params(
     cache: Cache,
     room: str,
-    *,
-    limit: int = 50,
-    before: str | None = None,
-    since_ms: int | None = None,
-    until_ms: int | None = None,
-    include_invalid: bool = False,
-) -> list[dict[str, Any]]:
-    """The newest ``limit`` items of ``room`` (before ``before``), oldest first."""
+    limit: int,
+    before: str | None,
+    since_ms: int | None,
+    until_ms: int | None,
+    include_invalid: bool,
+) -> dict[str, Any] | None:
+    """The PAGE parameters, or None for a known room with no items yet."""
     if limit < 1:
         raise UsageError("--limit must be at least 1")
     params: dict[str, Any] = {
@@ -113,9 +112,26 @@ def timeline(
         if known is None:
             if cache.con.execute(ROOM_KNOWN, [room]).fetchone() is None:
                 raise UsageError(f"no room {room!r} in the cache: run `bucketchat sync` first?")
-            return []
+            return None
         high = int(known[0]) + 1
     params.update(high=high, low=max(0, high - 2 * limit - 16))
+    return params
+
+
+def timeline(
+    cache: Cache,
+    room: str,
+    *,
+    limit: int = 50,
+    before: str | None = None,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    include_invalid: bool = False,
+) -> list[dict[str, Any]]:
+    """The newest ``limit`` items of ``room`` (before ``before``), oldest first."""
+    params = _page_params(cache, room, limit, before, since_ms, until_ms, include_invalid)
+    if params is None:
+        return []
     items = _rows(cache, PAGE, params, ITEM_COLUMNS)
     if len(items) < limit and params["low"] > 0:
         params["low"] = 0
@@ -124,33 +140,30 @@ def timeline(
     return items
 
 
-def timeline_arrow(cache: Cache, room: str, **kwargs: Any) -> pa.Table:
-    import pyarrow as pa
-
-    items = timeline(cache, room, **kwargs)
-    table = pa.Table.from_pylist(items) if items else None
-    if table is None:
-        empty = cache.con.execute(f"SELECT {_SELECT} FROM timeline_rows LIMIT 0")  # noqa: S608
-        return empty.fetch_arrow_table()
-    return _with_map(cache, table)
-
-
-def _with_map(cache: Cache, table: pa.Table) -> pa.Table:
-    """Rows built from Python dicts turn MAPs into structs; give them their SQL type back."""
-    import pyarrow as pa
-
-    if "reactions" not in table.column_names:
-        return table
-    values = table.column("reactions").to_pylist()
-    typed = pa.array(
-        [list(v.items()) if v else [] for v in values], type=pa.map_(pa.string(), pa.int32())
-    )
-    index = table.column_names.index("reactions")
-    return table.set_column(index, "reactions", typed)
+def timeline_arrow(
+    cache: Cache,
+    room: str,
+    *,
+    limit: int = 50,
+    before: str | None = None,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    include_invalid: bool = False,
+) -> pa.Table:
+    """``timeline`` as an Arrow table with the cache's column types (reactions a MAP)."""
+    params = _page_params(cache, room, limit, before, since_ms, until_ms, include_invalid)
+    if params is None:
+        params = {"room": room, "include_invalid": include_invalid, "since": since_ms,
+                  "until": until_ms, "limit": limit, "high": 0, "low": 0}
+    table = cache.con.execute(PAGE, params).to_arrow_table()
+    if table.num_rows < limit and params["low"] > 0:
+        params["low"] = 0
+        table = cache.con.execute(PAGE, params).to_arrow_table()
+    return table.take(list(range(table.num_rows - 1, -1, -1)))
 
 
-def thread(cache: Cache, event_id: str) -> dict[str, Any]:
-    """The whole thread containing ``event_id``: its root and every event with its depth."""
+def _thread_query(cache: Cache, event_id: str) -> tuple[str, dict[str, Any], str, bool]:
+    """(SQL, params, target event id, in a thread) of the thread containing ``event_id``."""
     room = _event_room(event_id)
     target = event_id
     found = cache.con.execute(FIND_ITEM, {"room": room, "event_id": target}).fetchone()
@@ -162,20 +175,23 @@ def thread(cache: Cache, event_id: str) -> dict[str, Any]:
     if found is None:
         raise BadIdentifier(f"no timeline item {event_id!r} in the cache")
     seq, thread_seq = found[0], found[4]
-    columns = (*ITEM_COLUMNS, "depth")
     if thread_seq is None:
-        events = _rows(cache, SINGLE, {"seq": seq}, columns)
-    else:
-        events = _rows(cache, THREAD, {"room": room, "thread_seq": thread_seq}, columns)
-    root = events[0]["event_id"] if events else target
+        return SINGLE, {"seq": seq}, target, False
+    return THREAD, {"room": room, "thread_seq": thread_seq}, target, True
+
+
+def thread(cache: Cache, event_id: str) -> dict[str, Any]:
+    """The whole thread containing ``event_id``: its root and every event with its depth."""
+    sql, params, target, threaded = _thread_query(cache, event_id)
+    events = _rows(cache, sql, params, (*ITEM_COLUMNS, "depth"))
+    root = target
     for item in events:
-        if thread_seq is not None and item["depth"] == 0:
+        if not threaded or item["depth"] == 0:
             root = item["event_id"]
     return {"root": root, "events": events}
 
 
 def thread_arrow(cache: Cache, event_id: str) -> pa.Table:
-    import pyarrow as pa
-
-    events = thread(cache, event_id)["events"]
-    return _with_map(cache, pa.Table.from_pylist(events))
+    """``thread``'s events as an Arrow table, root first, with ``depth``."""
+    sql, params, _target, _threaded = _thread_query(cache, event_id)
+    return cache.con.execute(sql, params).to_arrow_table()
