@@ -20,6 +20,7 @@ from bucketchat.cache.migrations import apply_migrations
 from bucketchat.errors import CacheBusy, CacheError
 
 DEFAULT_WAIT_SECONDS = 5.0
+WRITER_MEMORY_LIMIT = "512MB"
 _LOCK_MESSAGES = ("Could not set lock", "Conflicting lock", "database is locked")
 
 
@@ -31,6 +32,10 @@ def _config(read_only: bool, private_dir: Path) -> dict[str, Any]:
     }
     if read_only:
         config["access_mode"] = "READ_ONLY"
+    else:
+        # Writers are syncs and upkeep: bounded memory (DuckDB spills the rest to disk)
+        # keeps a sync of any size under its memory budget next to its verify workers.
+        config["memory_limit"] = WRITER_MEMORY_LIMIT
     return config
 
 
