@@ -99,6 +99,20 @@ class FileResult:
         return 0 if self.events is None else int(self.events.num_rows)
 
 
+#: Public key → its raw bytes, or None when weak: each key's point check (~33 µs) runs once
+#: per process, not once per file for every candidate key of the room.
+_DECODED_KEYS: dict[str, bytes | None] = {}
+
+
+def _decoded_key(key: str) -> bytes | None:
+    if key not in _DECODED_KEYS:
+        if len(_DECODED_KEYS) >= 100_000:
+            _DECODED_KEYS.clear()
+        usable = public_key_problem(key) is None
+        _DECODED_KEYS[key] = strict_b64decode(key, PUBLIC_KEY_BYTES) if usable else None
+    return _DECODED_KEYS[key]
+
+
 class KeyRing:
     """Candidate keys per sender, decoded once, weak ones left out."""
 
@@ -114,10 +128,9 @@ class KeyRing:
         if key in keys:
             return
         if key not in self._raw:
-            if public_key_problem(key) is not None:
+            raw = _decoded_key(key)
+            if raw is None:
                 return
-            raw = strict_b64decode(key, PUBLIC_KEY_BYTES)
-            assert raw is not None
             self._raw[key] = raw
         keys.append(key)
 
