@@ -7,7 +7,7 @@
 
 Only events whose trust is not ``invalid`` are exported: a forged or conflicting line is
 not an event of the room (the audit in a bundle still names it). Redacted text never
-leaves: ``redacted_events`` (query_state) lists every line that carries it. Long exports
+leaves: ``event_state.redacted`` (query_state) marks every line that carries it. Long exports
 report progress through a callback, so this module never imports a UI library.
 """
 
@@ -33,12 +33,10 @@ Progress = Callable[[int, int], None]  # done, total
 # The signed lines of the chosen rooms, in timeline order, with what the stub needs.
 EXPORT_LINES = """
 SELECT r.room_id, r.event_id, r.event_hash, r.prev_event_hash, r.sender_id, r.timestamp_ms,
-       r.raw, h.seq IS NOT NULL AS hidden
+       r.raw, s.redacted AS hidden
 FROM event_rows r
-JOIN events e ON e.room_id = r.room_id AND e.event_hash = r.event_hash
-             AND e.signature = r.signature
-LEFT JOIN redacted_events h ON h.room_id = r.room_id AND h.seq = r.seq
-WHERE r.room_id = $room AND e.trust <> 'invalid'
+JOIN event_state s ON s.seq = r.seq
+WHERE r.room_id = $room AND s.trust <> 'invalid'
   AND ($since IS NULL OR r.timestamp_ms >= $since)
   AND ($until IS NULL OR r.timestamp_ms <= $until)
 ORDER BY r.timestamp_ms, r.event_id, r.event_hash
@@ -51,26 +49,24 @@ WHERE r.room_id IN (SELECT room_id FROM export_rooms)
 """
 # Parquet: the protocol's fields plus trust and current text; content null when redacted.
 PARQUET_QUERY = """
-SELECT e.room_id, strftime(make_timestamp(e.timestamp_ms * 1000), '%Y-%m-%d') AS day,
-       e.event_id, e.timestamp_ms, e.sender_id, e.type, e.parent_event_id,
-       e.prev_event_hash, e.event_hash, e.signature,
-       CASE WHEN h.seq IS NULL OR $include_redacted THEN e.content::VARCHAR END AS content,
+SELECT r.room_id, strftime(make_timestamp(r.timestamp_ms * 1000), '%Y-%m-%d') AS day,
+       r.event_id, r.timestamp_ms, r.sender_id, r.type, r.parent_event_id,
+       r.prev_event_hash, r.event_hash, r.signature,
+       CASE WHEN NOT s.redacted OR $include_redacted THEN r.content::VARCHAR END AS content,
        CASE WHEN $include_redacted AND t.redacted THEN t.original_body ELSE t.body END AS body,
        coalesce(t.edited, false) AS edited,
-       (h.seq IS NOT NULL) AS redacted,
-       e.trust
+       s.redacted,
+       s.trust
 FROM event_rows r
-JOIN events e ON e.room_id = r.room_id AND e.event_hash = r.event_hash
-             AND e.signature = r.signature
-LEFT JOIN redacted_events h ON h.room_id = r.room_id AND h.seq = r.seq
+JOIN event_state s ON s.seq = r.seq
 LEFT JOIN timeline_rows t ON t.seq = r.seq
 WHERE ($room IS NULL OR r.room_id = $room) AND list_contains($rooms, r.room_id)
-  AND e.trust <> 'invalid'
+  AND s.trust <> 'invalid'
   AND ($since IS NULL OR r.timestamp_ms >= $since)
   AND ($until IS NULL OR r.timestamp_ms <= $until)
-ORDER BY e.timestamp_ms, e.event_id, e.event_hash
+ORDER BY r.timestamp_ms, r.event_id, r.event_hash
 """
-ORDER_CLAUSE = "ORDER BY e.timestamp_ms, e.event_id, e.event_hash"
+ORDER_CLAUSE = "ORDER BY r.timestamp_ms, r.event_id, r.event_hash"
 ITEMS = """
 SELECT room_id, event_id, event_hash, timestamp_ms, sender_id, type, msgtype, body,
        original_body, edited, redacted, reactions, parent_event_id, thread_root, thread_seq,

@@ -35,7 +35,7 @@ META_KEYS = "query.keys"
 META_VERSION = "query.version"
 META_EPOCH = "query.epoch"
 META_LAYOUT = "query.layout"
-LAYOUT = "2"  # bump when rows need recomputing after a migration (2: position)
+LAYOUT = "3"  # bump when rows need recomputing after a migration (2: position, 3: event_state)
 
 EVENT_WATERMARK = "SELECT coalesce(max(seq), 0), count(*) FROM event_rows"
 ROWS_UP_TO = "SELECT count(*) FROM event_rows WHERE seq <= ?"
@@ -175,14 +175,15 @@ LEFT JOIN (SELECT seq, body, trust, redacted, thread_root, version FROM timeline
            WHERE room_id IN (SELECT room_id FROM q_rooms)) o ON o.seq = n.seq
 """
 DELETE_ROOMS = "DELETE FROM timeline_rows WHERE room_id IN (SELECT room_id FROM q_rooms)"
-DELETE_REDACTED = "DELETE FROM redacted_events WHERE room_id IN (SELECT room_id FROM q_rooms)"
-INSERT_REDACTED = """
-INSERT INTO redacted_events (room_id, seq)
-SELECT e.room_id, e.seq FROM q_ev e
-WHERE e.seq IN (SELECT seq FROM q_redacted)
-   OR e.seq IN (SELECT src FROM q_rel
-                WHERE src_type = 'm.room.edit' AND src_sender = target_sender
-                  AND target IN (SELECT seq FROM q_redacted))
+DELETE_STATE = "DELETE FROM event_state WHERE room_id IN (SELECT room_id FROM q_rooms)"
+INSERT_STATE = """
+INSERT INTO event_state (room_id, seq, trust, redacted)
+SELECT e.room_id, e.seq, e.trust,
+       e.seq IN (SELECT seq FROM q_redacted)
+       OR e.seq IN (SELECT src FROM q_rel
+                    WHERE src_type = 'm.room.edit' AND src_sender = target_sender
+                      AND target IN (SELECT seq FROM q_redacted))
+FROM q_ev e
 ORDER BY e.room_id, e.seq
 """
 INSERT_ROWS = f"""
@@ -340,7 +341,7 @@ def refresh(cache: Cache, *, full: bool = False) -> RefreshResult:
     with cache.transaction():
         if full:
             con.execute("DELETE FROM timeline_rows")
-            con.execute("DELETE FROM redacted_events")
+            con.execute("DELETE FROM event_state")
             con.execute("DELETE FROM timeline_rooms")
             cache.set_meta(META_EPOCH, uuid.uuid4().hex)
             cache.set_meta(META_LAYOUT, LAYOUT)
@@ -377,8 +378,8 @@ def _refresh_rooms(
         ).fetchone()
         con.execute(DELETE_ROOMS)
         con.execute(INSERT_ROWS)
-        con.execute(DELETE_REDACTED)
-        con.execute(INSERT_REDACTED)
+        con.execute(DELETE_STATE)
+        con.execute(INSERT_STATE)
         prints = pa.table(
             {
                 "room_id": pa.array(rooms, type=pa.string()),

@@ -342,3 +342,25 @@ def test_a_cache_rebuild_starts_the_rows_over(chat: ChatBuilder, sync: Any) -> N
         assert cache.con.execute("SELECT count(*) FROM timeline").fetchone() == (0,)
     pull(LocalBucket(chat.root), db, workers=1)
     assert item(db, message["event_id"])["body"] == "kept, edited"
+
+
+def test_event_state_agrees_with_the_events_view(chat: ChatBuilder, tmp_path: Path) -> None:
+    message = chat.message("alice", ROOM, "genuine")
+    chat.message("alice", ROOM, "tampered")
+    chat.redact("alice", message)
+    chat.flush()
+    for path in chat.root.rglob("*.jsonl"):
+        path.write_text(path.read_text().replace('"tampered"', '"TAMPERED"'))
+    db = tmp_path / "cache.duckdb"
+    pull(LocalBucket(chat.root), db, workers=1)
+    with open_cache(db, read_only=True) as cache:
+        rows = cache.con.execute(
+            "SELECT e.trust, s.trust, s.redacted, e.body FROM event_rows r "
+            "JOIN event_state s ON s.seq = r.seq "
+            "JOIN events e ON e.room_id = r.room_id AND e.event_hash = r.event_hash "
+            "AND e.signature = r.signature"
+        ).fetchall()
+    assert len(rows) == len(chat.events)
+    assert all(view == stored for view, stored, _, _ in rows)
+    assert {trust for trust, *_ in rows} == {"tofu", "invalid"}
+    assert [body for _, _, redacted, body in rows if redacted] == ["genuine"]
