@@ -78,12 +78,42 @@ def machine() -> str:
     )
 
 
+def engine_table(path: Path | None) -> list[str]:
+    """The search-engine comparison of bench_search_engines.py, as a Markdown table."""
+    if path is None or not path.exists():
+        return []
+    data = json.loads(path.read_text("utf-8"))
+    lines = [
+        f"Search engines on the same {data['messages']:,} messages "
+        "(benchmarks/bench_search_engines.py, top 20 by BM25, p50 ms; DuckDB FTS with "
+        "duckdb 1.5.5 + duckdb-extension-fts, the only offline combination):",
+        "",
+        "| engine | rare | common | very common | phrase | build | add 1,000 | size |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in ("tantivy", "sqlite_fts5", "duckdb_fts"):
+        row = data.get(name, {})
+        if "build_s" not in row:
+            lines.append(f"| {name} | {row} | | | | | | |")
+            continue
+        lines.append(
+            f"| {name} | {row['rare']} | {row['common']} | {row['very common']} | "
+            f"{row['phrase']} | {row['build_s']} s | {row['add_1000_s']} s | "
+            f"{row['size_mb']} MB |"
+        )
+    if "note" in data.get("duckdb_fts", {}):
+        lines += ["", f"DuckDB FTS: {data['duckdb_fts']['note']}."]
+    return [*lines, ""]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", type=Path, required=True)
     parser.add_argument("--bucket", type=Path)
     parser.add_argument("--repeat", type=int, default=200)
     parser.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
+    parser.add_argument("--engines", type=Path,
+                        help="engines.json of bench_search_engines.py, to include")
     args = parser.parse_args(argv)
     rows: list[tuple[str, str, str]] = []
     notes: list[str] = []
@@ -175,8 +205,10 @@ def main(argv: list[str] | None = None) -> None:
     cli_repeat = 7
     startup = wall([exe, "--version"], cli_repeat, env)
     python_only = wall([sys.executable, "-c", "pass"], cli_repeat, env)
+    parse = wall([exe, "log", "--help"], cli_repeat, env)
     rows.append(("process start-up: `bucketchat --version`", f"{startup:.0f} ms",
-                 f"(bare `python -c pass`: {python_only:.0f} ms)"))
+                 f"(bare `python -c pass`: {python_only:.0f} ms; `bucketchat log --help`, "
+                 f"start-up with typer's command parsing: {parse:.0f} ms)"))
     thread_id = str(big[0]) if big else items[-1]["event_id"]
     with tempfile.TemporaryDirectory() as scratch:
         for label, command in [
@@ -190,7 +222,8 @@ def main(argv: list[str] | None = None) -> None:
         ]:
             took = wall([exe, *command], cli_repeat if "export" not in label else 1, env)
             rows.append((f"`bucketchat {label}` wall", f"{took:.0f} ms",
-                         f"start-up + {took - startup:.0f} ms"))
+                         f"start-up + {took - startup:.0f} ms (`log --help` + "
+                         f"{took - parse:.0f} ms)"))
 
     command = " ".join(["python", "benchmarks/bench_query.py", *[
         a if not a.startswith("/") else f"<{Path(a).name}>" for a in (argv or sys.argv[1:])
@@ -210,6 +243,7 @@ def main(argv: list[str] | None = None) -> None:
         "",
         *[f"- {note}" for note in notes],
         "",
+        *engine_table(args.engines),
     ]
     text = "\n".join(lines)
     print(text)

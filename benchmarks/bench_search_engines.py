@@ -2,6 +2,9 @@
 
     python benchmarks/bench_search_engines.py --db /tmp/bench.duckdb --out /tmp/engines
 
+(results also go to ``<out>/engines.json``, which ``bench_query.py --engines`` puts in
+RESULTS.md)
+
 Reads the current message text of a synced cache (the ``timeline`` view), builds each
 engine's index over it, and times the same queries (p50 over 100 runs, top 20 by BM25):
 a rare word, a common word, a very common word, a phrase. Then it times what a sync
@@ -188,6 +191,7 @@ def main(argv: list[str] | None = None) -> None:
             results[name] = {"failed": f"{type(exc).__name__}: {exc}"}
         print(json.dumps({name: results[name]}), flush=True)
     print(json.dumps(results, indent=2))
+    (args.out / "engines.json").write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
