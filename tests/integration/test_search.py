@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from bucketchat import fulltext as search_module
+from bucketchat import search_syntax as search_module
 from bucketchat.cache import open_cache
-from bucketchat.fulltext import index_dir, parse_query, search
+from bucketchat.fulltext import index_dir, search
+from bucketchat.search_syntax import parse_query
 from bucketchat.storage import LocalBucket
 from bucketchat.sync.pull import pull
 from tests.chatbuilder import ChatBuilder
