@@ -95,7 +95,7 @@ def _item_html(item: dict[str, Any]) -> str:
     parts = [f'<div class="{classes}"{style}>', f"<div>{head}"]
     if item["edited"]:
         parts.append(' <span class="note">(edited)</span>')
-    if item["redacted"]:
+    if item["redacted"] and item["body"] is not None:  # kept by --include-redacted
         parts.append(' <span class="note">(deleted)</span>')
     parts.append("</div>")
     if item["body"] is None:
