@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     rows: list[tuple[str, str, str]] = []
     notes: list[str] = []
+    load_before = os.getloadavg()[0]
 
     if args.bucket and not args.db.exists():
         from bucketchat.storage import LocalBucket
@@ -225,6 +226,11 @@ def main(argv: list[str] | None = None) -> None:
                          f"start-up + {took - startup:.0f} ms (`log --help` + "
                          f"{took - parse:.0f} ms)"))
 
+    notes.append(
+        f"1-minute load average {load_before:.1f} at the start and {os.getloadavg()[0]:.1f} at "
+        f"the end on {os.cpu_count()} cores: above the core count, other work shared the "
+        "machine and the figures are that much slower than on an idle one"
+    )
     command = " ".join(["python", "benchmarks/bench_query.py", *[
         a if not a.startswith("/") else f"<{Path(a).name}>" for a in (argv or sys.argv[1:])
     ]])
