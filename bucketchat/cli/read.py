@@ -180,17 +180,21 @@ def log(
     if as_json:
         print_json(items)
         return
+    from rich.console import Group
     from rich.rule import Rule
     from rich.text import Text
 
     console = out()
     day = None
+    lines: list[Any] = []
     for item in items:
         this_day = _day(item["timestamp_ms"])
         if this_day != day:
             day = this_day
-            console.print(Rule(Text(this_day, style="bold"), style="dim"))
-        console.print(render_item(item, width=console.width))
+            lines.append(Rule(Text(this_day, style="bold"), style="dim"))
+        lines.append(render_item(item, width=console.width))
+    if lines:
+        console.print(Group(*lines))  # one print: a page renders in one pass
     if not items:
         err().print("no messages")
     elif len(items) == limit:
