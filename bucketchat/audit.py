@@ -140,14 +140,25 @@ def add_lock_findings(
     report: dict[str, Any], bucket: Bucket, cache_path: Path, room: str | None = None
 ) -> None:
     """``--check-lock``: ask the bucket which known objects are really write-once."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from bucketchat.cache import open_cache
+    from bucketchat.errors import BucketNotFound
 
     with open_cache(cache_path, read_only=True) as cache:
         files = cache.con.execute(LOCKABLE_FILES, {"room": room}).fetchall()
+
+    def locked(path: str) -> bool | None:
+        try:
+            return bucket.lock_status(path).locked
+        except BucketNotFound:
+            return None  # gone since the last sync, which the next sync reports as deleted
+
+    with ThreadPoolExecutor(max_workers=LOCK_CHECKS_IN_FLIGHT) as pool:
+        answers = list(pool.map(locked, [path for path, _ in files]))
     added = []
-    for path, room_id in files:
-        status = bucket.lock_status(path)
-        if not status.locked:
+    for (path, room_id), answer in zip(files, answers, strict=True):
+        if answer is False:
             added.append(
                 {
                     "kind": "unlocked_object",

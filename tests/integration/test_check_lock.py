@@ -115,12 +115,6 @@ def test_a_local_folder_cannot_be_locked(request: pytest.FixtureRequest, tmp_pat
     assert "cannot be locked" in one_error_line(ran)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="audit.add_lock_findings asks lock_status of every known file and stops at the "
-    "first vanished one (commit 4935a64 says it skips them; the change is not in audit.py)",
-)
 def test_an_object_deleted_since_the_last_sync_does_not_stop_the_lock_audit(
     moto: Site, tmp_path: Path
 ):
