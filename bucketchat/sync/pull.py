@@ -133,7 +133,8 @@ def pull(
         candidates = _published_keys(cache, pinned)
 
     touched_rooms: set[str] = set()
-    with BatchWriter(cache_path, report, touched_rooms) as writer:
+    local = isinstance(bucket, LocalBucket)
+    with BatchWriter(cache_path, report, touched_rooms, local) as writer:
         for batch in _batches(_read_all(bucket, plan, candidates, progress, workers)):
             writer.put(batch)
 

@@ -144,13 +144,20 @@ class BatchWriter:
     and storing overlap. The queue holds at most two batches: memory stays bounded.
     """
 
-    def __init__(self, cache_path: Path, report: SyncReport, touched_rooms: set[str]) -> None:
+    def __init__(
+        self,
+        cache_path: Path,
+        report: SyncReport,
+        touched_rooms: set[str],
+        local: bool = True,
+    ) -> None:
         import queue
         import threading
 
         self.cache_path = cache_path
         self.report = report
         self.touched_rooms = touched_rooms
+        self.local = local
         self.queue: queue.Queue[Batch | None] = queue.Queue(maxsize=2)
         self.failure: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="bucketchat-writer", daemon=True)
@@ -165,7 +172,7 @@ class BatchWriter:
                 continue  # drain, so the producer never blocks on a dead writer
             try:
                 with open_cache(self.cache_path) as cache, cache.transaction():
-                    write_batch(cache, batch, self.report, self.touched_rooms)
+                    write_batch(cache, batch, self.report, self.touched_rooms, self.local)
             except BaseException as exc:
                 self.failure = exc
 
@@ -186,6 +193,7 @@ def write_batch(
     batch: list[tuple[ObjectInfo, LogFileName, str, FileResult]],
     report: SyncReport,
     touched_rooms: set[str],
+    local: bool = True,
 ) -> None:
     import pyarrow as pa
 
@@ -204,8 +212,11 @@ def write_batch(
             continue
         if states.get(obj.key) in ("ingested", "mutated"):
             continue  # another sync stored it meanwhile
+        # Only local files can be mid-write (the upstream client appends in place);
+        # a cloud object appears whole or not at all.
         in_progress = (
-            not result.ends_with_newline
+            local
+            and not result.ends_with_newline
             and isinstance(obj.modified_at, float)
             and time.time() - obj.modified_at < IN_PROGRESS_SECONDS
             and result.size > 0
