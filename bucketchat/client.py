@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bucketchat.cache import open_cache
-from bucketchat.errors import UsageError
+from bucketchat.errors import BucketError, UploadFailed, UsageError
 from bucketchat.protocol.naming import check_room_id, metadata_path
 from bucketchat.protocol.signing import SigningKey
 from bucketchat.storage import Bucket
@@ -70,7 +70,11 @@ class Client:
 
         user, key = self._identity()
         check_room_id(room_id)
-        self.sync(room=room_id)
+        offline: BucketError | UploadFailed | None = None
+        try:
+            self.sync(room=room_id)  # learn where the room and this device's chain stand
+        except (BucketError, UploadFailed) as exc:
+            offline = exc  # compose anyway: the outbox keeps the message until the bucket works
         with open_cache(self.cache_path) as cache:
             if event_type != "m.room.member" and not key_published(cache, room_id, user, key):
                 compose(
@@ -85,6 +89,10 @@ class Client:
             composed = compose(
                 cache, key, user, room_id, event_type, content, parent_event_id, clock=self.clock
             )
+        if offline is not None:
+            raise UploadFailed(
+                f"{offline} — {composed.event_id} waits in the outbox; the next command sends it"
+            ) from offline
         self.sync(room=room_id)
         return composed
 
