@@ -30,8 +30,19 @@ lint: setup
 	$(VENV)/bin/ruff check bucketchat tests benchmarks
 	$(VENV)/bin/mypy bucketchat
 
-bench: setup
-	$(VENV)/bin/python benchmarks/run_all.py
+DATA := benchmarks/data
+
+$(DATA)/bucket-1m: | setup
+	$(VENV)/bin/python benchmarks/generate_bucket.py --events 1000000 --files 2000 --out $@
+
+$(DATA)/bucket-20k-files: | setup
+	$(VENV)/bin/python benchmarks/generate_bucket.py --events 100000 --files 20000 --out $@
+
+# Every benchmark of benchmarks/README.md, each writing its section of RESULTS.md.
+bench: setup $(DATA)/bucket-1m $(DATA)/bucket-20k-files
+	$(VENV)/bin/python benchmarks/bench_sync.py --bucket $(DATA)/bucket-1m --many $(DATA)/bucket-20k-files --write
+	$(VENV)/bin/python benchmarks/bench_query.py --bucket $(DATA)/bucket-1m --db $(DATA)/cache-1m.duckdb --write
+	$(VENV)/bin/python benchmarks/bench_cloud.py --write
 
 clean:
 	rm -rf $(VENV) bucketchat-demo .pytest_cache .mypy_cache .ruff_cache
