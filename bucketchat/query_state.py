@@ -35,6 +35,8 @@ META_KEYS = "query.keys"
 META_VERSION = "query.version"
 META_EPOCH = "query.epoch"
 META_LAYOUT = "query.layout"
+META_APPENDED = "query.appended."  # + room: rows the append path rewrote since the last whole
+APPEND_RECLUSTER = 5_000  # rows appended out of place before the room is rewritten in order
 LAYOUT = "3"  # bump when rows need recomputing after a migration (2: position, 3: event_state)
 
 EVENT_WATERMARK = "SELECT coalesce(max(seq), 0), count(*) FROM event_rows"
@@ -345,13 +347,51 @@ def refresh(cache: Cache, *, full: bool = False) -> RefreshResult:
             con.execute("DELETE FROM timeline_rooms")
             cache.set_meta(META_EPOCH, uuid.uuid4().hex)
             cache.set_meta(META_LAYOUT, LAYOUT)
-        if rooms:
-            changed = _refresh_rooms(cache, sorted(rooms), version, fingerprints)
+        if rooms and not full:
+            rooms_whole = set()
+            stored = dict(con.execute(STORED_ROOM_FINGERPRINTS).fetchall())
+            for room_id in sorted(rooms):
+                appended = _append(cache, room_id, seen_seq, version, stored, fingerprints)
+                if appended is None:
+                    rooms_whole.add(room_id)
+                else:
+                    changed += appended
+        else:
+            rooms_whole = rooms
+        if rooms_whole:
+            changed += _refresh_rooms(cache, sorted(rooms_whole), version, fingerprints)
+            for room_id in rooms_whole:
+                cache.set_meta(META_APPENDED + room_id, "0")
         cache.set_meta(META_SEQ, str(max_seq))
         cache.set_meta(META_ROWS, str(count))
         cache.set_meta(META_KEYS, keys[0] if keys else "")
         cache.set_meta(META_VERSION, str(version))
     return RefreshResult(sorted(rooms), changed, version, full)
+
+
+def _append(
+    cache: Cache,
+    room: str,
+    seen_seq: int | None,
+    version: int,
+    stored: dict[str, str],
+    fingerprints: dict[str, str],
+) -> int | None:
+    """The append path for a room whose key decisions did not change (query_append), or
+    None to recompute it whole; now and then the whole room anyway, to re-cluster it."""
+    if seen_seq is None or room not in stored or stored[room] != (fingerprints.get(room) or ""):
+        return None
+    appended = _meta_int(cache, META_APPENDED + room) or 0
+    items = cache.con.execute("SELECT items FROM timeline_rooms WHERE room_id = ?", [room])
+    found = items.fetchone()
+    if found is None or appended > max(APPEND_RECLUSTER, int(found[0] or 0) // 10):
+        return None
+    from bucketchat.query_append import append_room
+
+    changed = append_room(cache, room, seen_seq, version)
+    if changed is not None:
+        cache.set_meta(META_APPENDED + room, str(appended + changed))
+    return changed
 
 
 def _refresh_rooms(
