@@ -142,7 +142,7 @@ SELECT
         ELSE 'unverified'
     END AS trust,
     e.signer_key, e.file, e.line, e.content_problem, e.body, e.msgtype, e.relates_to,
-    e.reaction_key, e.membership, e.public_key, e.raw
+    e.reaction_key, e.membership, e.public_key, e.raw, e.seq
 FROM event_rows e
 LEFT JOIN invalid_member_events im
        ON im.room_id = e.room_id AND im.event_hash = e.event_hash

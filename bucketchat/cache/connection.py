@@ -45,7 +45,10 @@ def _connect(path: Path, read_only: bool, wait_seconds: float) -> duckdb.DuckDBP
     private_dir = path.parent / ".duckdb-extensions"
     while True:
         try:
-            return duckdb.connect(str(path), config=_config(read_only, private_dir))
+            con = duckdb.connect(str(path), config=_config(read_only, private_dir))
+            # DuckDB draws its progress bar on stdout, which would corrupt --json output
+            con.execute("SET enable_progress_bar = false")
+            return con
         except duckdb.IOException as exc:
             if not any(message in str(exc) for message in _LOCK_MESSAGES):
                 raise CacheError(f"cannot open the cache {path}: {exc}") from exc
