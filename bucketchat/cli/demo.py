@@ -28,7 +28,6 @@ def demo(
 ) -> None:
     """Make a local demo bucket (3 rooms, 3 senders, one tampered file) and explore it."""
     from bucketchat.audit import audit_report
-    from bucketchat.cache import open_cache
     from bucketchat.demo import PEOPLE, build_demo
 
     result = build_demo(directory, force=force)
@@ -46,9 +45,15 @@ def demo(
             title="bucketchat demo",
         )
     )
-    with open_cache(result.cache, read_only=True) as cache:
+    from bucketchat import query
+    from bucketchat.cli.read import print_timeline
+    from bucketchat.query_state import open_fresh
+
+    with open_fresh(result.cache) as cache:
         report = audit_report(cache)
-        show_timeline(cache, "general")
+        items = query.timeline(cache, "general", limit=20)
+    console.print("\n[bold]#general[/]")
+    print_timeline(items)
     summary = report["summary"]
     console.print(
         f"\n[bold]audit[/]: {summary['events']} events from {summary['senders']} senders — "
@@ -63,29 +68,10 @@ def demo(
     console.print("\n[bold]Try next[/]:")
     for command in (
         f"bucketchat {env} log general",
+        f"bucketchat {env} search cafe",
+        f"bucketchat {env} export general --format html --output general.html",
         f"bucketchat {env} audit",
         f"bucketchat {env} sql " + shlex.quote(EXAMPLE_QUERY),
         f"bucketchat {env} rooms",
     ):
         console.print(f"  {escape(command)}", soft_wrap=True)
-
-
-def show_timeline(cache: object, room: str) -> None:
-    """Print a room's timeline the way ``log`` does."""
-    from bucketchat.cache import Cache
-
-    assert isinstance(cache, Cache)
-    rows = cache.con.execute(
-        "SELECT timestamp_ms, sender_id, type, body, trust FROM events "
-        "WHERE room_id = ? AND type = 'm.room.message' ORDER BY timestamp_ms, event_id",
-        [room],
-    ).fetchall()
-    console = out()
-    console.print(f"\n[bold]#{room}[/]")
-    from bucketchat.timeutil import format_ms
-
-    for timestamp, sender, _type, body, trust in rows:
-        console.print(
-            f"  [dim]{format_ms(timestamp)}[/] [bold]{escape(sender)}[/] "
-            f"[dim]({trust})[/] {escape(body or '')}"
-        )

@@ -149,6 +149,25 @@ def render_item(
     return line
 
 
+def print_timeline(items: list[dict[str, Any]]) -> None:
+    """Timeline items for people: day rules, then one line per item, in one pass."""
+    from rich.console import Group
+    from rich.rule import Rule
+    from rich.text import Text
+
+    console = out()
+    day = None
+    lines: list[Any] = []
+    for item in items:
+        this_day = _day(item["timestamp_ms"])
+        if this_day != day:
+            day = this_day
+            lines.append(Rule(Text(this_day, style="bold"), style="dim"))
+        lines.append(render_item(item, width=console.width))
+    if lines:
+        console.print(Group(*lines))  # one print: a page renders in one pass
+
+
 def log(
     ctx: typer.Context,
     room: str = typer.Argument(..., help="The room id."),
@@ -180,21 +199,9 @@ def log(
     if as_json:
         print_json(items)
         return
-    from rich.console import Group
-    from rich.rule import Rule
     from rich.text import Text
 
-    console = out()
-    day = None
-    lines: list[Any] = []
-    for item in items:
-        this_day = _day(item["timestamp_ms"])
-        if this_day != day:
-            day = this_day
-            lines.append(Rule(Text(this_day, style="bold"), style="dim"))
-        lines.append(render_item(item, width=console.width))
-    if lines:
-        console.print(Group(*lines))  # one print: a page renders in one pass
+    print_timeline(items)
     if not items:
         err().print("no messages")
     elif len(items) == limit:

@@ -244,10 +244,13 @@ def sql(
 ) -> None:
     """Read-only SQL over the cache (writes and file access are refused)."""
     from bucketchat.cache.readonly import run_read_only
+    from bucketchat.query_state import ensure_fresh
 
     if output_format not in ("table", "json", "csv"):
         raise UsageError(f"--format {output_format!r}: use table, json or csv")
-    columns, rows = run_read_only(state(ctx).settings.cache_path(), query)
+    path = state(ctx).settings.cache_path()
+    ensure_fresh(path)  # the timeline views read rows a crashed sync may have left behind
+    columns, rows = run_read_only(path, query)
     if output_format == "json":
         print_json([dict(zip(columns, row, strict=True)) for row in rows])
     elif output_format == "csv":
