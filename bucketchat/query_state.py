@@ -15,7 +15,6 @@ the next command that reads.
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -440,23 +439,8 @@ def _refresh_rooms(
     return int(changed_row[0]) if changed_row else 0
 
 
-QUIET = "SET enable_progress_bar = false"
-
-
-def quiet(cache: Cache) -> None:
-    """No DuckDB progress bar: it draws on stdout, amid ``--json`` output.
-
-    (In Jupyter, DuckDB refuses to change the setting without ipywidgets: then it stays.)
-    """
-    import duckdb
-
-    with contextlib.suppress(duckdb.Error):
-        cache.con.execute(QUIET)
-
-
 def after_ingest(cache: Cache) -> None:
     """The post-sync hook: timeline rows, then the search index, catch up with the cache."""
-    quiet(cache)
     refresh(cache)
     from bucketchat.fulltext import update_index
 
@@ -475,7 +459,6 @@ def ensure_fresh(path: Path, *, wait_seconds: float | None = None) -> None:
         if is_fresh(cache):
             return
     with open_cache(path, **kwargs) as cache:
-        quiet(cache)
         if not is_fresh(cache):
             refresh(cache)
 
@@ -490,7 +473,6 @@ def open_fresh(path: Path) -> Cache:
 
     cache = open_cache(path, read_only=True)
     try:
-        quiet(cache)
         if is_fresh(cache):
             return cache
     except BaseException:
@@ -499,6 +481,5 @@ def open_fresh(path: Path) -> Cache:
     cache.close()
     ensure_fresh(path)
     cache = open_cache(path, read_only=True)
-    quiet(cache)
     return cache
 

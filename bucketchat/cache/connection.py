@@ -46,8 +46,7 @@ def _connect(path: Path, read_only: bool, wait_seconds: float) -> duckdb.DuckDBP
     while True:
         try:
             con = duckdb.connect(str(path), config=_config(read_only, private_dir))
-            # DuckDB draws its progress bar on stdout, which would corrupt --json output
-            con.execute("SET enable_progress_bar = false")
+            _quiet(con)
             return con
         except duckdb.IOException as exc:
             if not any(message in str(exc) for message in _LOCK_MESSAGES):
@@ -61,6 +60,16 @@ def _connect(path: Path, read_only: bool, wait_seconds: float) -> duckdb.DuckDBP
             delay = min(delay * 2, 0.25)
         except duckdb.Error as exc:
             raise CacheError(f"cannot open the cache {path}: {exc}") from exc
+
+
+def _quiet(con: duckdb.DuckDBPyConnection) -> None:
+    """No DuckDB progress bar: on a terminal it goes to stdout and corrupts --json output.
+
+    Inside Jupyter, DuckDB refuses to touch the setting without ipywidgets; there the
+    bar is a widget, not text on stdout, so it may stay as it is.
+    """
+    with contextlib.suppress(duckdb.Error):
+        con.execute("SET enable_progress_bar = false")
 
 
 class Cache:
