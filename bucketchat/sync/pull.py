@@ -63,8 +63,16 @@ def _plan(listing: Iterable[ObjectInfo], known: dict[str, Known], prefix: str) -
     seen: set[str] = set()
     for obj in listing:
         seen.add(obj.key)
-        parsed = parse_bucket_key(obj.key)
         previous = known.get(obj.key)
+        if (
+            previous is not None
+            and previous.state in ("ingested", "mutated")
+            and previous.size == obj.size
+            and previous.version == obj.version
+        ):
+            plan.scanned += 1  # the common case of a re-sync: a log file seen before, unchanged
+            continue
+        parsed = parse_bucket_key(obj.key)
         if parsed == "metadata":
             if previous is None or previous.version != obj.version:
                 plan.metadata.append(obj)
