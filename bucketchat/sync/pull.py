@@ -17,6 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -198,6 +199,38 @@ def _learn_keys(candidates: Candidates, room_id: str, result: FileResult) -> Non
             keys.append(key)
 
 
+@dataclass(frozen=True)
+class _Source:
+    """One planned file, with its bytes (clouds), its path (local) or why it is unreadable."""
+
+    obj: ObjectInfo
+    name: LogFileName
+    prior: str
+    data: bytes | None = None
+    path: str | None = None
+    error: str | None = None
+
+
+def _sources(bucket: Bucket, items: list[tuple[ObjectInfo, LogFileName, str]]) -> Iterator[_Source]:
+    if isinstance(bucket, LocalBucket):  # workers read local files themselves
+        for obj, name, prior in items:
+            yield _Source(obj, name, prior, path=str(bucket.root / obj.key))
+        return
+    by_key = {obj.key: (obj, name, prior) for obj, name, prior in items}
+    for key, data in bucket.read_many([obj.key for obj, _, _ in items]):
+        obj, name, prior = by_key[key]
+        if isinstance(data, BucketError):
+            yield _Source(obj, name, prior, error=str(data))
+        else:
+            yield _Source(obj, name, prior, data=data)
+
+
+def _unreadable(source: _Source) -> FileResult:
+    from bucketchat.sync.reader import FileResult
+
+    return FileResult(source.obj.key, 0, "", True, error=source.error)
+
+
 def _read_all(
     bucket: Bucket,
     plan: Plan,
@@ -206,103 +239,62 @@ def _read_all(
     workers: int | None,
 ) -> Iterator[tuple[ObjectInfo, LogFileName, str, FileResult]]:
     """Read and verify every planned file, in key order, streaming results."""
-    from bucketchat.sync.reader import FileResult, read_file
+    from bucketchat.sync.reader import read_file
 
     items = sorted(plan.to_read, key=lambda item: item[0].key)
     total = len(items)
     if not items:
         return
-    local_root = bucket.root if isinstance(bucket, LocalBucket) else None
     total_bytes = sum(obj.size for obj, _, _ in items)
     cpu = workers if workers is not None else (os.cpu_count() or 1)
-    events_so_far = 0
+    done = events_so_far = 0
 
-    def sources() -> Iterator[tuple[ObjectInfo, LogFileName, str, bytes | None, str | None]]:
-        if local_root is not None:
-            for obj, name, prior in items:
-                yield obj, name, prior, None, str(local_root / obj.key)
-            return
-        by_key = {obj.key: (obj, name, prior) for obj, name, prior in items}
-        for key, data in bucket.read_many([obj.key for obj, _, _ in items]):
-            obj, name, prior = by_key[key]
-            if isinstance(data, BucketError):
-                yield obj, name, prior, b"", f"!{data}"
-            else:
-                yield obj, name, prior, data, None
-
-    def finish(obj: ObjectInfo, name: LogFileName, prior: str, result: FileResult) -> Any:
-        nonlocal events_so_far
-        _learn_keys(candidates, name.room_id, result)
+    def finish(
+        source: _Source, result: FileResult
+    ) -> tuple[ObjectInfo, LogFileName, str, FileResult]:
+        nonlocal done, events_so_far
+        _learn_keys(candidates, source.name.room_id, result)
+        done += 1
         events_so_far += result.event_count
-        return obj, name, prior, result
+        if progress:
+            progress(done, total, events_so_far)
+        return source.obj, source.name, source.prior, result
 
-    done = 0
+    def arguments(source: _Source) -> tuple[Any, ...]:
+        room_id = source.name.room_id
+        return (
+            source.obj.key,
+            room_id,
+            source.data,
+            source.path,
+            _room_candidates(candidates, room_id),
+        )
+
     if cpu <= 1 or total_bytes < max(POOL_THRESHOLD_BYTES, SMALL_FILE_BYTES * total):
-        for obj, name, prior, data, path in sources():
-            result = _read_one(read_file, FileResult, obj, name, data, path, candidates)
-            yield finish(obj, name, prior, result)
-            done += 1
-            if progress:
-                progress(done, total, events_so_far)
+        for source in _sources(bucket, items):
+            result = _unreadable(source) if source.error else read_file(*arguments(source))
+            yield finish(source, result)
         return
 
     import multiprocessing
 
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["bucketchat.sync.reader"])
-    window: deque[tuple[ObjectInfo, LogFileName, str, Future[FileResult]]] = deque()
+    window: deque[tuple[_Source, Future[FileResult]]] = deque()
     with ProcessPoolExecutor(max_workers=cpu, mp_context=context) as pool:
-        for obj, name, prior, data, path in sources():
-            if path is not None and path.startswith("!"):
-                window.append((obj, name, prior, _failed(obj, path[1:])))
+        for source in _sources(bucket, items):
+            if source.error:
+                future: Future[FileResult] = Future()
+                future.set_result(_unreadable(source))
             else:
-                future = pool.submit(
-                    read_file,
-                    obj.key,
-                    name.room_id,
-                    data,
-                    path,
-                    _room_candidates(candidates, name.room_id),
-                )
-                window.append((obj, name, prior, future))
-            while len(window) > cpu * WINDOW_PER_WORKER or (window and window[0][3].done()):
-                head = window.popleft()
-                yield finish(head[0], head[1], head[2], head[3].result())
-                done += 1
-                if progress:
-                    progress(done, total, events_so_far)
+                future = pool.submit(read_file, *arguments(source))
+            window.append((source, future))
+            while len(window) > cpu * WINDOW_PER_WORKER or (window and window[0][1].done()):
+                head, head_future = window.popleft()
+                yield finish(head, head_future.result())
         while window:
-            head = window.popleft()
-            yield finish(head[0], head[1], head[2], head[3].result())
-            done += 1
-            if progress:
-                progress(done, total, events_so_far)
-
-
-def _failed(obj: ObjectInfo, message: str) -> Future[FileResult]:
-    from bucketchat.sync.reader import FileResult
-
-    future: Future[FileResult] = Future()
-    future.set_result(FileResult(obj.key, 0, "", True, error=message))
-    return future
-
-
-def _read_one(
-    read_file: Any,
-    result_type: Any,
-    obj: ObjectInfo,
-    name: LogFileName,
-    data: bytes | None,
-    path: str | None,
-    candidates: Candidates,
-) -> FileResult:
-    if path is not None and path.startswith("!"):
-        failed: FileResult = result_type(obj.key, 0, "", True, error=path[1:])
-        return failed
-    result: FileResult = read_file(
-        obj.key, name.room_id, data, path, _room_candidates(candidates, name.room_id)
-    )
-    return result
+            head, head_future = window.popleft()
+            yield finish(head, head_future.result())
 
 
 def _batches(
