@@ -8,9 +8,12 @@ skip or repeat items while new events arrive. Rows are stored clustered by room 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bucketchat.errors import BadIdentifier, UsageError
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -110,9 +113,9 @@ def _event_room(event_id: str) -> str:
     return event_id.split("::", 1)[0]
 
 
-def _rows(cache: Cache, sql: str, params: dict[str, Any], columns: tuple[str, ...]) -> list[
-    dict[str, Any]
-]:
+def _rows(
+    cache: Cache, sql: str, params: dict[str, Any], columns: tuple[str, ...]
+) -> list[dict[str, Any]]:
     result = cache.con.execute(sql, params).fetchall()
     return [dict(zip(columns, row, strict=True)) for row in result]
 
@@ -154,6 +157,21 @@ def _page_params(
     return params
 
 
+def _widening(
+    params: dict[str, Any],
+    limit: int,
+    fetch: Callable[[dict[str, Any]], T],
+    count: Callable[[T], int],
+) -> T:
+    """A page from the position window of ``params``, widened to the whole room when the
+    window held fewer than ``limit`` items (filters such as --since thin it out)."""
+    page = fetch(params)
+    if count(page) < limit and params["low"] > 0:
+        params["low"] = 0
+        page = fetch(params)
+    return page
+
+
 def timeline(
     cache: Cache,
     room: str,
@@ -168,10 +186,7 @@ def timeline(
     params = _page_params(cache, room, limit, before, since_ms, until_ms, include_invalid)
     if params is None:
         return []
-    items = _rows(cache, PAGE, params, ITEM_COLUMNS)
-    if len(items) < limit and params["low"] > 0:
-        params["low"] = 0
-        items = _rows(cache, PAGE, params, ITEM_COLUMNS)
+    items = _widening(params, limit, lambda p: _rows(cache, PAGE, p, ITEM_COLUMNS), len)
     items.reverse()
     return items
 
@@ -189,12 +204,18 @@ def timeline_arrow(
     """``timeline`` as an Arrow table with the cache's column types (reactions a MAP)."""
     params = _page_params(cache, room, limit, before, since_ms, until_ms, include_invalid)
     if params is None:
-        params = {"room": room, "include_invalid": include_invalid, "since": since_ms,
-                  "until": until_ms, "limit": limit, "high": 0, "low": 0}
-    table = cache.con.execute(PAGE, params).to_arrow_table()
-    if table.num_rows < limit and params["low"] > 0:
-        params["low"] = 0
-        table = cache.con.execute(PAGE, params).to_arrow_table()
+        params = {
+            "room": room,
+            "include_invalid": include_invalid,
+            "since": since_ms,
+            "until": until_ms,
+            "limit": limit,
+            "high": 0,
+            "low": 0,
+        }
+    table = _widening(
+        params, limit, lambda p: cache.con.execute(PAGE, p).to_arrow_table(), lambda t: t.num_rows
+    )
     return table.take(list(range(table.num_rows - 1, -1, -1)))
 
 
