@@ -58,20 +58,29 @@ SELECT room_id, md5(string_agg(line, ',' ORDER BY line)) FROM ({KEY_LINES}) GROU
 """  # noqa: S608 - a constant
 STORED_ROOM_FINGERPRINTS = "SELECT room_id, key_fingerprint FROM timeline_rooms"
 
-# Every event of the rooms being refreshed, with its trust; ``valid`` events may act on
-# others (relations) and be acted on.
-LOAD_EVENTS = """
-CREATE OR REPLACE TEMP TABLE q_ev AS
-SELECT r.seq, e.room_id, e.event_id, e.event_hash, e.timestamp_ms, e.sender_id, e.type,
-       e.parent_event_id, e.trust, e.content_problem, e.body, e.msgtype, e.relates_to,
-       e.reaction_key, e.membership,
-       CASE WHEN e.type = 'm.room.member'
-            THEN json_extract_string(e.content, '$.displayname') END AS displayname,
-       (e.trust <> 'invalid' AND e.content_problem IS NULL) AS valid
-FROM event_rows r
-JOIN events e ON e.room_id = r.room_id AND e.event_hash = r.event_hash
-             AND e.signature = r.signature
-WHERE r.room_id IN (SELECT room_id FROM q_rooms)
+# The events view's trust verdict (migrations/0001_initial.sql) on event_rows itself, for
+# the rooms being refreshed. Joining the view back onto event_rows by hash and signature
+# (and casting every content to JSON on the way) cost more than all the rest it fed.
+TRUSTED = """
+SELECT e.*,
+       CASE
+           WHEN im.event_hash IS NOT NULL THEN 'invalid'
+           WHEN k.trust IS NOT NULL
+                AND (k.revoked_after_ms IS NULL OR e.timestamp_ms <= k.revoked_after_ms)
+               THEN k.trust
+           WHEN s.sender_id IS NOT NULL THEN 'invalid'
+           ELSE 'unverified'
+       END AS trust
+FROM (SELECT seq, room_id, event_hash, sender_id, signer_key, timestamp_ms{columns}
+      FROM event_rows
+      WHERE room_id IN (SELECT room_id FROM q_rooms) {where}) e
+LEFT JOIN invalid_member_events im
+       ON im.room_id = e.room_id AND im.event_hash = e.event_hash
+LEFT JOIN key_state k
+       ON k.room_id = e.room_id AND k.sender_id = e.sender_id
+      AND k.public_key = e.signer_key AND k.status = 'accepted'
+LEFT JOIN (SELECT DISTINCT room_id, sender_id FROM key_state WHERE status = 'accepted') s
+       ON s.room_id = e.room_id AND s.sender_id = e.sender_id
 """
 
 # §6: a relation resolves within the room; an id naming two events resolves, for one of
@@ -104,6 +113,38 @@ PARENTS = f"""
 SELECT src, target FROM ({_PARENT_LINKS})
 WHERE target_type IN ('m.room.message', 'm.room.member')
 """  # noqa: S608 - built from constants
+# Both kinds of link of the rooms being refreshed in one join (relations, and the parents
+# of replies), resolved as RESOLVE does: each source names one id, so one pass over the
+# room's events as targets serves both. Thread links are the rows whose source and target
+# are items; the rest are what RELATIONS holds on the append path.
+LINKS = f"""
+CREATE OR REPLACE TEMP TABLE q_rel AS
+SELECT r.seq AS src, t.seq AS target, t.sender_id AS target_sender, t.type AS target_type,
+       t.event_id AS target_id, r.type AS src_type, r.sender_id AS src_sender,
+       r.timestamp_ms, r.event_id AS src_id, r.event_hash AS src_hash, r.body AS src_body,
+       r.msgtype AS src_msgtype, r.reaction_key
+FROM ({TRUSTED.format(
+    columns=", event_id, type, reaction_key, "
+    "CASE WHEN type = 'm.room.edit' THEN body END AS body, "
+    "CASE WHEN type = 'm.room.edit' THEN msgtype END AS msgtype, "
+    "CASE WHEN type IN ('m.room.message', 'm.room.member') THEN parent_event_id "
+    "ELSE relates_to END AS ref",
+    where="AND content_problem IS NULL "
+    "AND (type IN ('m.room.edit', 'm.room.redaction', 'm.room.reaction') "
+    "OR (type IN ('m.room.message', 'm.room.member') AND parent_event_id IS NOT NULL))",
+)}) r
+JOIN ({TRUSTED.format(columns=", event_id, type", where="AND content_problem IS NULL")}) t
+  ON t.room_id = r.room_id AND t.event_id = r.ref AND t.trust <> 'invalid'
+WHERE r.trust <> 'invalid'
+QUALIFY count(*) OVER (PARTITION BY r.seq) = 1
+     OR (t.sender_id = r.sender_id
+         AND sum((t.sender_id = r.sender_id)::INTEGER) OVER (PARTITION BY r.seq) = 1)
+"""  # noqa: S608 - built from constants
+THREAD_LINKS = """
+SELECT src, target, target_id FROM q_rel
+WHERE src_type IN ('m.room.message', 'm.room.member')
+  AND target_type IN ('m.room.message', 'm.room.member')
+"""
 REDACTED = """
 CREATE OR REPLACE TEMP TABLE q_redacted AS
 SELECT DISTINCT target AS seq FROM q_rel
@@ -132,84 +173,82 @@ FROM (SELECT target, reaction_key, count(DISTINCT src_sender)::INTEGER AS sender
       GROUP BY target, reaction_key)
 GROUP BY target
 """
-NEW_ROWS = """
-CREATE OR REPLACE TEMP TABLE q_new AS
-SELECT i.seq, i.room_id, i.event_id, i.event_hash, i.timestamp_ms, i.sender_id, i.type,
-       CASE WHEN red.seq IS NULL THEN coalesce(ed.msgtype, i.msgtype) END AS msgtype,
-       CASE WHEN red.seq IS NULL THEN coalesce(ed.body, i.body) END AS body,
-       CASE WHEN red.seq IS NULL THEN i.body END AS original_body,
-       (red.seq IS NULL AND ed.seq IS NOT NULL) AS edited,
-       CASE WHEN red.seq IS NULL THEN ed.edit_event_id END AS edit_event_id,
-       (red.seq IS NOT NULL) AS redacted,
-       coalesce(re.reactions, MAP {}::MAP(VARCHAR, INTEGER)) AS reactions,
-       i.parent_event_id,
-       root.event_id AS thread_root,
-       th.thread_seq,
-       th.depth,
-       coalesce(th.reply_count, 0)::INTEGER AS reply_count,
-       i.membership, i.displayname, i.trust
-FROM q_ev i
-LEFT JOIN q_redacted red ON red.seq = i.seq
-LEFT JOIN q_edit ed ON ed.seq = i.seq
-LEFT JOIN q_react re ON re.seq = i.seq
-LEFT JOIN q_threads th ON th.seq = i.seq
-LEFT JOIN q_ev root ON root.seq = th.thread_seq
-WHERE i.type IN ('m.room.message', 'm.room.member') AND i.content_problem IS NULL
-"""
 ROW_COLUMNS = (
     "seq, room_id, event_id, event_hash, timestamp_ms, sender_id, type, msgtype, body, "
     "original_body, edited, edit_event_id, redacted, reactions, parent_event_id, thread_root, "
     "thread_seq, depth, reply_count, membership, displayname, trust"
 )
-# ``version`` tells the search index what to re-index, so only what it indexes counts
-# (comparing every column, reactions included, costs four times as much on a large room).
-CHANGED = """
-CREATE OR REPLACE TEMP TABLE q_out AS
-SELECT n.*,
-       CASE WHEN o.seq IS NOT NULL
-             AND o.body IS NOT DISTINCT FROM n.body AND o.trust = n.trust
-             AND o.redacted = n.redacted
-             AND (o.thread_root IS NULL) = (n.thread_root IS NULL)
-            THEN o.version ELSE $version END AS version
-FROM q_new n
-LEFT JOIN (SELECT seq, body, trust, redacted, thread_root, version FROM timeline_rows
-           WHERE room_id IN (SELECT room_id FROM q_rooms)) o ON o.seq = n.seq
+# What the search index reads of the rows being replaced: ``version`` tells it what to
+# re-index, so only what it indexes counts (comparing every column, reactions included,
+# costs four times as much on a large room). Empty on a full refresh.
+OLD_ROWS = """
+CREATE OR REPLACE TEMP TABLE q_old AS
+SELECT seq, body, trust, redacted, thread_root IS NULL AS unthreaded, version
+FROM timeline_rows WHERE room_id IN (SELECT room_id FROM q_rooms)
 """
 DELETE_ROOMS = "DELETE FROM timeline_rows WHERE room_id IN (SELECT room_id FROM q_rooms)"
 DELETE_STATE = "DELETE FROM event_state WHERE room_id IN (SELECT room_id FROM q_rooms)"
-INSERT_STATE = """
+# Straight from event_rows into the table: the rows are wide and written once, and every
+# temp table of them (spilled under the writer's memory limit) cost more than the query.
+INSERT_ROWS = f"""
+INSERT INTO timeline_rows ({ROW_COLUMNS}, version, position)
+SELECT {", ".join("n." + column.strip() for column in ROW_COLUMNS.split(","))},
+       CASE WHEN o.seq IS NOT NULL
+             AND o.body IS NOT DISTINCT FROM n.body AND o.trust = n.trust
+             AND o.redacted = n.redacted AND o.unthreaded = (n.thread_root IS NULL)
+            THEN o.version ELSE $version END,
+       row_number() OVER (PARTITION BY n.room_id
+                          ORDER BY n.timestamp_ms, n.event_id, n.event_hash)
+FROM (
+    SELECT i.seq, i.room_id, i.event_id, i.event_hash, i.timestamp_ms, i.sender_id, i.type,
+           CASE WHEN red.seq IS NULL THEN coalesce(ed.msgtype, i.msgtype) END AS msgtype,
+           CASE WHEN red.seq IS NULL THEN coalesce(ed.body, i.body) END AS body,
+           CASE WHEN red.seq IS NULL THEN i.body END AS original_body,
+           (red.seq IS NULL AND ed.seq IS NOT NULL) AS edited,
+           CASE WHEN red.seq IS NULL THEN ed.edit_event_id END AS edit_event_id,
+           (red.seq IS NOT NULL) AS redacted,
+           coalesce(re.reactions, MAP {{}}::MAP(VARCHAR, INTEGER)) AS reactions,
+           i.parent_event_id, th.thread_root, th.thread_seq, th.depth,
+           coalesce(th.reply_count, 0)::INTEGER AS reply_count,
+           i.membership, i.displayname, i.trust
+    FROM ({TRUSTED.format(
+        columns=", event_id, type, msgtype, body, parent_event_id, membership, "
+        "CASE WHEN type = 'm.room.member' "
+        "THEN json_extract_string(content, '$.displayname') END AS displayname",
+        where="AND type IN ('m.room.message', 'm.room.member') AND content_problem IS NULL",
+    )}) i
+    LEFT JOIN q_redacted red ON red.seq = i.seq
+    LEFT JOIN q_edit ed ON ed.seq = i.seq
+    LEFT JOIN q_react re ON re.seq = i.seq
+    LEFT JOIN q_threads th ON th.seq = i.seq
+) n
+LEFT JOIN q_old o ON o.seq = n.seq
+ORDER BY n.room_id, n.timestamp_ms, n.event_id, n.event_hash
+"""  # noqa: S608 - built from constants
+INSERT_STATE = f"""
 INSERT INTO event_state (room_id, seq, trust, redacted)
 SELECT e.room_id, e.seq, e.trust,
        e.seq IN (SELECT seq FROM q_redacted)
        OR e.seq IN (SELECT src FROM q_rel
                     WHERE src_type = 'm.room.edit' AND src_sender = target_sender
                       AND target IN (SELECT seq FROM q_redacted))
-FROM q_ev e
+FROM ({TRUSTED.format(columns="", where="")}) e
 ORDER BY e.room_id, e.seq
+"""  # noqa: S608 - built from constants
+ROOM_COUNTS = """
+SELECT room_id, count(*), count(*) FILTER (WHERE version = $version) FROM timeline_rows
+WHERE room_id IN (SELECT room_id FROM q_rooms) GROUP BY room_id
 """
-INSERT_ROWS = f"""
-INSERT INTO timeline_rows ({ROW_COLUMNS}, version, position)
-SELECT {ROW_COLUMNS}, version,
-       row_number() OVER (PARTITION BY room_id ORDER BY timestamp_ms, event_id, event_hash)
-FROM q_out
-ORDER BY room_id, timestamp_ms, event_id, event_hash
-"""  # noqa: S608 - a constant
 DROP_TEMPS = (
-    "DROP TABLE IF EXISTS q_ev",
     "DROP TABLE IF EXISTS q_rel",
     "DROP TABLE IF EXISTS q_redacted",
     "DROP TABLE IF EXISTS q_edit",
     "DROP TABLE IF EXISTS q_react",
-    "DROP TABLE IF EXISTS q_new",
-    "DROP TABLE IF EXISTS q_out",
+    "DROP TABLE IF EXISTS q_old",
 )
 UPSERT_ROOMS = """
 INSERT OR REPLACE INTO timeline_rooms (room_id, key_fingerprint, refreshed_at, items)
-SELECT q.room_id, f.key_fingerprint, $now, coalesce(n.items, 0)
-FROM q_rooms q
-JOIN q_fingerprints f ON f.room_id = q.room_id
-LEFT JOIN (SELECT room_id, count(*) AS items FROM q_out GROUP BY room_id) n
-       ON n.room_id = q.room_id
+SELECT room_id, key_fingerprint, $now, items FROM q_fingerprints
 """
 
 # Rooms at or above this share of all events are cheaper to rebuild in one pass together.
@@ -271,8 +310,9 @@ def thread_roots(
 def _threads_table(cache: Cache) -> Any:
     import pyarrow as pa
 
-    links = cache.con.execute(PARENTS).fetchall()
-    roots = thread_roots((int(child), int(parent)) for child, parent in links)
+    links = cache.con.execute(THREAD_LINKS).fetchall()
+    ids = {int(parent): str(parent_id) for _, parent, parent_id in links}
+    roots = thread_roots((int(child), int(parent)) for child, parent, _ in links)
     counts: dict[int, int] = {}
     for node, (root, _depth) in roots.items():
         if node != root:
@@ -282,6 +322,8 @@ def _threads_table(cache: Cache) -> Any:
         {
             "seq": pa.array(seqs, type=pa.int64()),
             "thread_seq": pa.array([roots[s][0] for s in seqs], type=pa.int64()),
+            # a root is always some reply's parent, so the links name it
+            "thread_root": pa.array([ids[roots[s][0]] for s in seqs], type=pa.string()),
             "depth": pa.array([roots[s][1] for s in seqs], type=pa.int32()),
             "reply_count": pa.array([counts.get(s, 0) for s in seqs], type=pa.int32()),
         }
@@ -401,29 +443,31 @@ def _refresh_rooms(
     con = cache.con
     con.register("q_rooms", pa.table({"room_id": pa.array(rooms, type=pa.string())}))
     try:
-        con.execute(LOAD_EVENTS)
-        con.execute(RELATIONS)
+        con.execute(LINKS)
         con.execute(REDACTED)
         con.execute(EDITS)
         con.execute(REACTIONS)
+        con.execute(OLD_ROWS)
+        con.execute(DELETE_ROOMS)
         con.register("q_threads", _threads_table(cache))
         try:
-            con.execute(NEW_ROWS)
+            con.execute(INSERT_ROWS, {"version": version})
         finally:
             con.unregister("q_threads")
-        con.execute(CHANGED, {"version": version})
-        changed_row = con.execute(
-            "SELECT count(*) FROM q_out WHERE version = ?", [version]
-        ).fetchone()
-        con.execute(DELETE_ROOMS)
-        con.execute(INSERT_ROWS)
         con.execute(DELETE_STATE)
         con.execute(INSERT_STATE)
+        counts = {
+            str(room): (int(items), int(changed))
+            for room, items, changed in con.execute(ROOM_COUNTS, {"version": version}).fetchall()
+        }
         prints = pa.table(
             {
                 "room_id": pa.array(rooms, type=pa.string()),
                 "key_fingerprint": pa.array(
                     [fingerprints.get(room) or "" for room in rooms], type=pa.string()
+                ),
+                "items": pa.array(
+                    [counts.get(room, (0, 0))[0] for room in rooms], type=pa.int64()
                 ),
             }
         )
@@ -436,7 +480,7 @@ def _refresh_rooms(
         con.unregister("q_rooms")
         for statement in DROP_TEMPS:
             con.execute(statement)
-    return int(changed_row[0]) if changed_row else 0
+    return sum(changed for _, changed in counts.values())
 
 
 def after_ingest(cache: Cache) -> None:
