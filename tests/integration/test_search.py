@@ -149,3 +149,37 @@ def test_the_index_heals_after_a_crash_or_loss(tmp_path: Path) -> None:
     assert set(bodies(db, "words")) == {"first words", "second words"}
     (index_dir(db) / "watermark.json").write_text("not json")
     assert set(bodies(db, "words")) == {"first words", "second words"}
+
+
+def test_senders_outside_ascii_and_matrix_style_ids(tmp_path: Path) -> None:
+    chat = ChatBuilder(tmp_path / "bucket")
+    chat.message("Zoë@example.org", ROOM, "offsite agenda")
+    chat.message("@Dave:example.org", ROOM, "agenda draft")
+    db = _sync(chat, tmp_path / "cache.duckdb")
+    assert bodies(db, "agenda from:ZOË") == ["offsite agenda"]
+    assert bodies(db, "agenda from:zoë@example.org") == ["offsite agenda"]
+    assert bodies(db, "agenda from:dave") == ["agenda draft"]
+    assert bodies(db, "agenda", sender="@dave:example.org") == ["agenda draft"]
+    assert search(db, "offsite")[0].sender_id == "Zoë@example.org"
+
+
+def test_an_index_of_an_older_format_is_rebuilt(tmp_path: Path) -> None:
+    import tantivy
+
+    chat = ChatBuilder(tmp_path / "bucket")
+    chat.message("alice", ROOM, "current words")
+    db = _sync(chat, tmp_path / "cache.duckdb")
+    folder = index_dir(db)
+    state = json.loads((folder / "watermark.json").read_text())
+    shutil.rmtree(folder)
+    folder.mkdir()
+    builder = tantivy.SchemaBuilder()  # format 1 kept stored strings in indexed text fields
+    builder.add_text_field("body", stored=True, tokenizer_name="raw", index_option="basic")
+    builder.add_text_field("text", stored=False, tokenizer_name="default")
+    old = tantivy.Index(builder.build(), path=str(folder))
+    writer = old.writer(15_000_000, 1)
+    writer.add_json(json.dumps({"body": "stale words", "text": "stale words"}))
+    writer.commit()
+    writer.wait_merging_threads()
+    (folder / "watermark.json").write_text(json.dumps({**state, "format": 1}))
+    assert bodies(db, "words") == ["current words"]
