@@ -19,7 +19,7 @@ import duckdb
 from bucketchat.cache.migrations import apply_migrations
 from bucketchat.errors import CacheBusy, CacheError
 
-DEFAULT_WAIT_SECONDS = 5.0
+DEFAULT_WAIT_SECONDS = 10.0  # longer than a sync's longest transaction (sync.store)
 WRITER_MEMORY_LIMIT = "512MB"
 _LOCK_MESSAGES = ("Could not set lock", "Conflicting lock", "database is locked")
 

@@ -41,7 +41,9 @@ POOL_THRESHOLD_BYTES = 2_000_000  # below this, starting worker processes costs 
 # one-event objects) are verified here: sending one to a worker and its result back costs
 # the main process as much as verifying it (~0.3 ms), and the workers' CPU on top.
 SMALL_FILE_BYTES = 2048
-BATCH_EVENTS = 50_000
+# Read files go to the writer thread in batches this small (memory), and a transaction
+# takes batches until it holds BATCH_FILES files or enough events (sync.store).
+BATCH_EVENTS = 25_000
 BATCH_FILES = 400
 WINDOW_PER_WORKER = 8  # files in flight per worker: enough to ride out a slow batch write
 
@@ -143,7 +145,9 @@ def pull(
 
     touched_rooms: set[str] = set()
     local = isinstance(bucket, LocalBucket)
-    with BatchWriter(cache_path, report, touched_rooms, local) as writer:
+    with BatchWriter(
+        cache_path, report, touched_rooms, local, commit_files=BATCH_FILES
+    ) as writer:
         for batch in _batches(_read_all(bucket, plan, candidates, progress, workers)):
             writer.put(batch)
 

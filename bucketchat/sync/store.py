@@ -25,36 +25,44 @@ if TYPE_CHECKING:
     from bucketchat.sync.reader import FileResult
 
 IN_PROGRESS_SECONDS = 2.0  # an unterminated local file changed this recently is still being written
+# DuckDB moves a transaction's rows straight into the table's file when it appended at
+# least a row group (122,880 rows); smaller ones go through the write-ahead log and are
+# written again at the checkpoint. Storing 1M events took 18.5 s in 50,000-event
+# transactions and 6-7 s in ones of 122,880-245,760 (benchmarks/RESULTS.md).
+COMMIT_ROWS = 2 * 122_880
+# ... but a transaction holds the cache, and readers wait for it only so long
+# (cache.connection.DEFAULT_WAIT_SECONDS).
+COMMIT_SECONDS = 8.0
 
 FILE_STATES = "SELECT path, state FROM files WHERE path IN (SELECT path FROM batch_paths)"
-# A batch's lines, each marked as the first copy of its (hash, signature) or not: the first
-# copy in key order is the event, every other copy (here or already stored) a duplicate.
-MARK_BATCH = """
-CREATE OR REPLACE TEMP TABLE batch_marked AS
-SELECT b.*,
-       row_number() OVER (PARTITION BY b.event_hash, b.signature ORDER BY b.file, b.line) AS copy,
-       k.event_hash IS NOT NULL AS known
-FROM batch_events b
-LEFT JOIN (SELECT DISTINCT event_hash, signature FROM event_rows
-           WHERE event_hash IN (SELECT event_hash FROM batch_events)) k
-       ON k.event_hash = b.event_hash AND k.signature = b.signature
+# A batch's lines that are not new events: every copy of a (hash, signature) after the first
+# in key order, and every line whose event is already stored (by an earlier batch, or an
+# earlier statement of this transaction). Duplicates are rare, so this set is small, and
+# the lines themselves go into event_rows straight from Arrow, untouched.
+FIND_DUPLICATES = """
+CREATE OR REPLACE TEMP TABLE batch_duplicates AS
+SELECT file, line FROM (
+    SELECT file, line,
+           row_number() OVER (PARTITION BY event_hash, signature ORDER BY file, line) AS copy
+    FROM batch_events)
+WHERE copy > 1
+UNION
+SELECT b.file, b.line FROM batch_events b
+SEMI JOIN event_rows e ON e.event_hash = b.event_hash AND e.signature = b.signature
 """
-INSERT_EVENTS = """
+COUNT_DUPLICATES = "SELECT count(*) FROM batch_duplicates"
+INSERT_ALL_EVENTS = "INSERT INTO event_rows BY NAME SELECT *, $now AS ingested_at FROM batch_events"
+INSERT_NEW_EVENTS = """
 INSERT INTO event_rows BY NAME
-SELECT * EXCLUDE (copy, known), $now AS ingested_at FROM batch_marked WHERE copy = 1 AND NOT known
+SELECT b.*, $now AS ingested_at FROM batch_events b
+ANTI JOIN batch_duplicates d ON d.file = b.file AND d.line = b.line
 """
 INSERT_DUPLICATES = """
 INSERT INTO duplicate_lines
-SELECT file, line, room_id, event_hash, event_id, sender_id, $now FROM batch_marked
-WHERE copy > 1 OR known
+SELECT b.file, b.line, b.room_id, b.event_hash, b.event_id, b.sender_id, $now
+FROM batch_events b SEMI JOIN batch_duplicates d ON d.file = b.file AND d.line = b.line
 """
-BATCH_COUNTS = """
-SELECT count(*) FILTER (WHERE copy = 1 AND NOT known),
-       count(*) FILTER (WHERE copy > 1 OR known),
-       list(DISTINCT room_id) FILTER (WHERE copy = 1 AND NOT known)
-FROM batch_marked
-"""
-DROP_BATCH = "DROP TABLE IF EXISTS batch_marked"
+DROP_BATCH = "DROP TABLE IF EXISTS batch_duplicates"
 UPSERT_FILE = """
 INSERT INTO files (path, room_id, size, version, sha256, state, detail, name_start_ts,
                    name_end_ts, name_day, lines_start_ts, lines_end_ts, first_seen_at,
@@ -141,7 +149,9 @@ class BatchWriter:
     """Stores batches on a thread of its own, so verification never waits for DuckDB.
 
     DuckDB releases the GIL while it works, so reading, verifying (in worker processes)
-    and storing overlap. The queue holds at most two batches: memory stays bounded.
+    and storing overlap. The queue holds at most two batches: memory stays bounded. One
+    transaction takes batches until it holds ``commit_files`` files or COMMIT_ROWS events
+    or has been open COMMIT_SECONDS, so a crash leaves every file all in or all out.
     """
 
     def __init__(
@@ -150,6 +160,8 @@ class BatchWriter:
         report: SyncReport,
         touched_rooms: set[str],
         local: bool = True,
+        *,
+        commit_files: int = 400,
     ) -> None:
         import queue
         import threading
@@ -158,6 +170,7 @@ class BatchWriter:
         self.report = report
         self.touched_rooms = touched_rooms
         self.local = local
+        self.commit_files = commit_files
         self.queue: queue.Queue[Batch | None] = queue.Queue(maxsize=2)
         self.failure: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="bucketchat-writer", daemon=True)
@@ -167,14 +180,42 @@ class BatchWriter:
         return self
 
     def _run(self) -> None:
-        while (batch := self.queue.get()) is not None:
-            if self.failure is not None:
-                continue  # drain, so the producer never blocks on a dead writer
-            try:
-                with open_cache(self.cache_path) as cache, cache.transaction():
-                    write_batch(cache, batch, self.report, self.touched_rooms, self.local)
-            except BaseException as exc:
-                self.failure = exc
+        cache: Cache | None = None
+        files = events = 0
+        began = 0.0
+        try:
+            while (batch := self.queue.get()) is not None:
+                if self.failure is not None:
+                    continue  # drain, so the producer never blocks on a dead writer
+                try:
+                    if cache is None:
+                        cache = open_cache(self.cache_path)
+                        cache.con.execute("BEGIN TRANSACTION")
+                        files, events, began = 0, 0, time.monotonic()
+                    events += write_batch(
+                        cache, batch, self.report, self.touched_rooms, self.local
+                    )
+                    files += len(batch)
+                    if (
+                        files >= self.commit_files
+                        or events >= COMMIT_ROWS
+                        or time.monotonic() - began >= COMMIT_SECONDS
+                    ):
+                        _commit_and_close(cache)
+                        cache = None
+                except BaseException as exc:
+                    self.failure = exc
+                    if cache is not None:
+                        _roll_back_and_close(cache)
+                        cache = None
+            if cache is not None:
+                _commit_and_close(cache)
+                cache = None
+        except BaseException as exc:
+            self.failure = self.failure or exc
+        finally:
+            if cache is not None:
+                _roll_back_and_close(cache)
 
     def put(self, batch: Batch) -> None:
         if self.failure is not None:
@@ -188,13 +229,33 @@ class BatchWriter:
             raise self.failure
 
 
+def _commit_and_close(cache: Cache) -> None:
+    try:
+        cache.con.execute("COMMIT")
+    finally:
+        cache.close()
+
+
+def _roll_back_and_close(cache: Cache) -> None:
+    import contextlib
+
+    import duckdb
+
+    try:
+        with contextlib.suppress(duckdb.Error):  # a failed statement may have ended it already
+            cache.con.execute("ROLLBACK")
+    finally:
+        cache.close()
+
+
 def write_batch(
     cache: Cache,
     batch: list[tuple[ObjectInfo, LogFileName, str, FileResult]],
     report: SyncReport,
     touched_rooms: set[str],
     local: bool = True,
-) -> None:
+) -> int:
+    """Store one batch of read files into the open transaction; the number of new events."""
     import pyarrow as pa
 
     con = cache.con
@@ -228,20 +289,28 @@ def write_batch(
         for _, _, _, result, in_progress in fresh
         if not in_progress and result.event_count
     ]
+    stored = 0
     if tables:
-        con.register("batch_events", pa.concat_tables(tables))
+        import pyarrow.compute as pc
+
+        events = pa.concat_tables(tables)
+        con.register("batch_events", events)
         try:
-            con.execute(MARK_BATCH)
+            con.execute(FIND_DUPLICATES)
+            counted = con.execute(COUNT_DUPLICATES).fetchone()
+            duplicates = int(counted[0]) if counted else 0
+            if duplicates:
+                con.execute(INSERT_NEW_EVENTS, {"now": now})
+                con.execute(INSERT_DUPLICATES, {"now": now})
+            else:
+                con.execute(INSERT_ALL_EVENTS, {"now": now})
         finally:
             con.unregister("batch_events")
-        con.execute(INSERT_EVENTS, {"now": now})
-        con.execute(INSERT_DUPLICATES, {"now": now})
-        counts = con.execute(BATCH_COUNTS).fetchone()
         con.execute(DROP_BATCH)
-        assert counts is not None
-        report.events_ingested += counts[0]
-        report.duplicates += counts[1]
-        touched_rooms.update(counts[2] or ())
+        stored = events.num_rows - duplicates
+        report.events_ingested += stored
+        report.duplicates += duplicates
+        touched_rooms.update(pc.unique(events.column("room_id")).to_pylist())
 
     rejected_rows = []
     for obj, name, _prior, result, in_progress in fresh:
@@ -306,6 +375,7 @@ def write_batch(
         finally:
             con.unregister("batch_files")
     report.files_ingested += sum(not row["in_progress"] for row in files_rows)
+    return stored
 
 
 def record_changes(cache: Cache, bucket: Bucket, plan: Plan) -> None:

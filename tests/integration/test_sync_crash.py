@@ -217,11 +217,11 @@ def _arm(point: str, monkeypatch: pytest.MonkeyPatch) -> None:
         real = store_module.write_batch
         calls = []
 
-        def write_batch(*args: Any, **kwargs: Any) -> None:
+        def write_batch(*args: Any, **kwargs: Any) -> int:
             calls.append(1)
             if len(calls) == 2:
                 raise Crash("killed before the second batch")
-            real(*args, **kwargs)
+            return real(*args, **kwargs)
 
         monkeypatch.setattr(store_module, "write_batch", write_batch)
     elif point == "record_changes":
