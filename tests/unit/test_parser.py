@@ -466,3 +466,83 @@ def test_split_lines_then_parse_a_file() -> None:
     assert isinstance(results[0][1], ParsedEvent)
     assert isinstance(results[1][1], Rejection) and results[1][1].reason == "bad_json"
     assert isinstance(results[2][1], ParsedEvent)
+
+
+# The orjson fast path may only ever accept what the strict parser accepts, with the same
+# object: it is checked against the strict path alone (lines._parse) on hostile text.
+_FRAGMENTS = st.sampled_from(
+    [
+        '"a"',
+        '"a:b"',
+        '"\\u003a"',
+        '"\\u003A"',
+        '":"',
+        '"x"',
+        "1",
+        "-0",
+        "1.0",
+        "1e3",
+        str(2**53 - 1),
+        str(2**53),
+        str(-(2**53)),
+        "18446744073709551616",
+        "true",
+        "null",
+        "NaN",
+        '"\\ud800"',
+        '"\\ud83d\\ude00"',
+        '"é"',
+        '"\\\\u003a"',
+        "[]",
+        "{}",
+        "[1,2]",
+    ]
+)
+
+
+@st.composite
+def _json_texts(draw: st.DrawFn, depth: int = 0) -> str:
+    if depth > 3 or draw(st.booleans()):
+        return draw(_FRAGMENTS)
+    if draw(st.booleans()):
+        items = draw(st.lists(_json_texts(depth + 1), max_size=3))
+        return "[" + ",".join(items) + "]"
+    keys = draw(st.lists(st.sampled_from(['"a"', '"b"', '"a:"', '"\\u0061"', '":"']), max_size=4))
+    values = [draw(_json_texts(depth + 1)) for _ in keys]
+    return "{" + ",".join(f"{k}:{v}" for k, v in zip(keys, values, strict=True)) + "}"
+
+
+def _strict(raw: bytes) -> tuple[str, Any]:
+    from bucketchat.protocol import lines
+
+    try:
+        return ("ok", lines._parse(raw).data)
+    except lines._Reject as reject:
+        return (reject.reason, None)
+
+
+@given(_json_texts())
+@settings(max_examples=400, deadline=None)
+def test_fast_path_agrees_with_the_strict_parser_inside_content(text: str) -> None:
+    raw = with_content_text(text)
+    fast = parse_line(raw)
+    expected = _strict(raw)
+    if isinstance(fast, ParsedEvent):
+        assert expected == ("ok", fast.data)
+    else:
+        assert fast.reason == expected[0]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"a":1,"a":2}',
+        line(event()).replace(b'"type"', b'"sender_id":"x","type"'),
+        with_content_text('{"k":1,"k":1}'),
+        with_content_text('{"a:b":1,"a:b":2}'),
+        with_content_text('{"\\u003a":1,":":2}'),
+        with_content_text('{"q":"\\u003a","q":":"}'),
+    ],
+)
+def test_duplicate_keys_are_never_taken_by_the_fast_path(raw: bytes) -> None:
+    assert reason(raw) == "duplicate_key"
