@@ -227,23 +227,23 @@ def _plain_object(raw: bytes) -> dict[str, Any] | None:
         return None
     if type(data) is not dict:
         return None
-    expected = 0  # keys, plus colons inside keys and strings
+    pairs = 0
+    texts: list[str] = []  # every key and string, whose colons are not separators
     stack: list[tuple[Any, int]] = [(data, 1)]
     while stack:
         node, depth = stack.pop()
         if depth > MAX_DEPTH:
             return None
         if type(node) is dict:
-            expected += len(node)
-            for key in node:
-                expected += key.count(":")
+            pairs += len(node)
+            texts.extend(node)
             values = node.values()
         else:
             values = node
         for value in values:
             kind = type(value)
             if kind is str:
-                expected += value.count(":")
+                texts.append(value)
             elif kind is int:
                 if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
                     return None
@@ -251,6 +251,7 @@ def _plain_object(raw: bytes) -> dict[str, Any] | None:
                 stack.append((value, depth + 1))
             elif value is not None and kind is not bool:
                 return None  # a float
+    expected = pairs + "".join(texts).count(":")
     if raw.count(b":") != expected:
         return None
     return data

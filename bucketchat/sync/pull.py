@@ -145,9 +145,7 @@ def pull(
 
     touched_rooms: set[str] = set()
     local = isinstance(bucket, LocalBucket)
-    with BatchWriter(
-        cache_path, report, touched_rooms, local, commit_files=BATCH_FILES
-    ) as writer:
+    with BatchWriter(cache_path, report, touched_rooms, local, commit_files=BATCH_FILES) as writer:
         for batch in _batches(_read_all(bucket, plan, candidates, progress, workers)):
             writer.put(batch)
 

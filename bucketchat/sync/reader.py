@@ -196,7 +196,6 @@ def read_file(
         sha256=hashlib.sha256(data).hexdigest(),
         ends_with_newline=data.endswith(b"\n"),
     )
-    columns: dict[str, list[Any]] = {name: [] for name in EVENT_COLUMNS}
     parsed: list[tuple[int, ParsedEvent]] = []
     for number, raw in split_lines(data):
         outcome = parse_line(raw)
@@ -216,64 +215,63 @@ def read_file(
                 result.published_keys.append((event.sender_id, published))
 
     starts = []
+    rows: list[tuple[Any, ...]] = []
     for number, event in parsed:
         data_ = event.data
-        starts.append(event.timestamp_ms)
-        if event.room_id != room_id or event_id_room(event.event_id) != event.room_id:
+        event_room, event_id = data_["room_id"], data_["event_id"]
+        starts.append(data_["timestamp_ms"])
+        if event_room != room_id or event_id_room(event_id) != event_room:
             result.rejected.append(
                 RejectedLine(
                     number,
                     "room_mismatch",
-                    f"event of room {event.room_id!r} (id {event.event_id!r}) in the folder of "
-                    f"{room_id!r}",
+                    f"event of room {event_room!r} (id {event_id!r}) in the folder of {room_id!r}",
                     kept_text(event.raw),
-                    event.event_id,
-                    event.sender_id,
+                    event_id,
+                    data_["sender_id"],
                 )
             )
             continue
         message = signing_bytes(data_)
-        digest = base64.b64encode(hashlib.sha256(message).digest()).decode("ascii")
-        sender = event.sender_id
-        signer = ring.find_signer(sender, data_["signature"], message)
-        content = event.content
-        body, msgtype, relates_to, reaction, membership, public_key = derived_fields(
-            event.type, content
+        sender, event_type, content = data_["sender_id"], data_["type"], data_["content"]
+        rows.append(
+            (
+                base64.b64encode(hashlib.sha256(message).digest()).decode("ascii"),
+                data_["signature"],
+                event_id,
+                event_room,
+                data_["timestamp_ms"],
+                sender,
+                event_type,
+                data_["parent_event_id"],
+                data_["prev_event_hash"],
+                _json(content),
+                event.raw.decode("utf-8"),
+                number,
+                ring.find_signer(sender, data_["signature"], message),
+                content_problem(event_type, content),
+                *derived_fields(event_type, content),
+                ring.count(sender),
+            )
         )
-        row = (
-            digest,
-            data_["signature"],
-            event.event_id,
-            event.room_id,
-            event.timestamp_ms,
-            sender,
-            event.type,
-            data_["parent_event_id"],
-            data_["prev_event_hash"],
-            _json(content),
-            event.raw.decode("utf-8"),
-            number,
-            signer,
-            content_problem(event.type, content),
-            body,
-            msgtype,
-            relates_to,
-            reaction,
-            membership,
-            public_key,
-            ring.count(sender),
-        )
-        for name, value in zip(EVENT_COLUMNS, row, strict=True):
-            columns[name].append(value)
     if starts:
         result.lines_start_ts, result.lines_end_ts = min(starts), max(starts)
-    result.events = events_table(columns, key)
+    result.events = events_table(rows, key)
     return result
 
 
-def events_table(columns: dict[str, list[Any]], key: str) -> pa.Table:
-    arrays = {name: pa.array(columns[name], type=EVENT_TYPES[name]) for name in EVENT_COLUMNS}
-    arrays["file"] = pa.array([key] * len(columns["event_hash"]), type=pa.string())
+def events_table(rows: list[tuple[Any, ...]], key: str) -> pa.Table:
+    """The Arrow table of rows in EVENT_COLUMNS order, each tagged with its file ``key``."""
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in EVENT_COLUMNS]
+    arrays = {
+        name: pa.array(column, type=EVENT_TYPES[name])
+        for name, column in zip(EVENT_COLUMNS, columns, strict=True)
+    }
+    # one dictionary entry instead of the key repeated on every row: it is sent between
+    # processes and held in memory until its batch is stored
+    arrays["file"] = pa.DictionaryArray.from_arrays(
+        pa.array([0] * len(rows), type=pa.int32()), pa.array([key], type=pa.string())
+    )
     return pa.table(arrays)
 
 

@@ -192,9 +192,7 @@ class BatchWriter:
                         cache = open_cache(self.cache_path)
                         cache.con.execute("BEGIN TRANSACTION")
                         files, events, began = 0, 0, time.monotonic()
-                    events += write_batch(
-                        cache, batch, self.report, self.touched_rooms, self.local
-                    )
+                    events += write_batch(cache, batch, self.report, self.touched_rooms, self.local)
                     files += len(batch)
                     if (
                         files >= self.commit_files
