@@ -119,26 +119,34 @@ WHERE target_type IN ('m.room.message', 'm.room.member')
 # are items; the rest are what RELATIONS holds on the append path.
 LINKS = f"""
 CREATE OR REPLACE TEMP TABLE q_rel AS
-SELECT r.seq AS src, t.seq AS target, t.sender_id AS target_sender, t.type AS target_type,
-       t.event_id AS target_id, r.type AS src_type, r.sender_id AS src_sender,
-       r.timestamp_ms, r.event_id AS src_id, r.event_hash AS src_hash, r.body AS src_body,
-       r.msgtype AS src_msgtype, r.reaction_key
-FROM ({TRUSTED.format(
-    columns=", event_id, type, reaction_key, "
-    "CASE WHEN type = 'm.room.edit' THEN body END AS body, "
-    "CASE WHEN type = 'm.room.edit' THEN msgtype END AS msgtype, "
-    "CASE WHEN type IN ('m.room.message', 'm.room.member') THEN parent_event_id "
-    "ELSE relates_to END AS ref",
-    where="AND content_problem IS NULL "
-    "AND (type IN ('m.room.edit', 'm.room.redaction', 'm.room.reaction') "
-    "OR (type IN ('m.room.message', 'm.room.member') AND parent_event_id IS NOT NULL))",
-)}) r
-JOIN ({TRUSTED.format(columns=", event_id, type", where="AND content_problem IS NULL")}) t
-  ON t.room_id = r.room_id AND t.event_id = r.ref AND t.trust <> 'invalid'
-WHERE r.trust <> 'invalid'
-QUALIFY count(*) OVER (PARTITION BY r.seq) = 1
-     OR (t.sender_id = r.sender_id
-         AND sum((t.sender_id = r.sender_id)::INTEGER) OVER (PARTITION BY r.seq) = 1)
+WITH candidates AS MATERIALIZED (
+    SELECT r.seq AS src, t.seq AS target, t.sender_id AS target_sender,
+           t.type AS target_type, t.event_id AS target_id, r.type AS src_type,
+           r.sender_id AS src_sender, r.timestamp_ms, r.event_id AS src_id,
+           r.event_hash AS src_hash, r.body AS src_body, r.msgtype AS src_msgtype,
+           r.reaction_key, t.sender_id = r.sender_id AS own
+    FROM ({TRUSTED.format(
+        columns=", event_id, type, reaction_key, "
+        "CASE WHEN type = 'm.room.edit' THEN body END AS body, "
+        "CASE WHEN type = 'm.room.edit' THEN msgtype END AS msgtype, "
+        "CASE WHEN type IN ('m.room.message', 'm.room.member') THEN parent_event_id "
+        "ELSE relates_to END AS ref",
+        where="AND content_problem IS NULL "
+        "AND (type IN ('m.room.edit', 'm.room.redaction', 'm.room.reaction') "
+        "OR (type IN ('m.room.message', 'm.room.member') AND parent_event_id IS NOT NULL))",
+    )}) r
+    JOIN ({TRUSTED.format(columns=", event_id, type", where="AND content_problem IS NULL")}) t
+      ON t.room_id = r.room_id AND t.event_id = r.ref AND t.trust <> 'invalid'
+    WHERE r.trust <> 'invalid'
+),
+-- RESOLVE's QUALIFY as a count per source: a window over every candidate, payload and
+-- all, cost most of this statement, where nearly every source has exactly one.
+counted AS (
+    SELECT src, count(*) AS candidates, count(*) FILTER (WHERE own) AS own_candidates
+    FROM candidates GROUP BY src
+)
+SELECT c.* EXCLUDE (own) FROM candidates c JOIN counted n ON n.src = c.src
+WHERE n.candidates = 1 OR (c.own AND n.own_candidates = 1)
 """  # noqa: S608 - built from constants
 THREAD_LINKS = """
 SELECT src, target, target_id FROM q_rel
@@ -162,10 +170,12 @@ WHERE src_type = 'm.room.edit' AND src_sender = target_sender
   AND src NOT IN (SELECT seq FROM q_redacted)
 GROUP BY target
 """
+# Keys are distinct per target, so sorting the (key, count) pairs sorts by key; an
+# ordered aggregate cost three times as much.
 REACTIONS = """
 CREATE OR REPLACE TEMP TABLE q_react AS
 SELECT target AS seq,
-       map_from_entries(list((reaction_key, senders) ORDER BY reaction_key)) AS reactions
+       map_from_entries(list_sort(list((reaction_key, senders)))) AS reactions
 FROM (SELECT target, reaction_key, count(DISTINCT src_sender)::INTEGER AS senders
       FROM q_rel
       WHERE src_type = 'm.room.reaction' AND reaction_key IS NOT NULL
@@ -188,6 +198,18 @@ FROM timeline_rows WHERE room_id IN (SELECT room_id FROM q_rooms)
 """
 DELETE_ROOMS = "DELETE FROM timeline_rows WHERE room_id IN (SELECT room_id FROM q_rooms)"
 DELETE_STATE = "DELETE FROM event_state WHERE room_id IN (SELECT room_id FROM q_rooms)"
+# Each item's place in its room's timeline order, from the narrow sort keys alone: a
+# window in INSERT_ROWS materialised and sorted every wide column once more before its
+# ORDER BY sorted them again.
+POSITIONS = """
+CREATE OR REPLACE TEMP TABLE q_pos AS
+SELECT seq,
+       row_number() OVER (PARTITION BY room_id ORDER BY timestamp_ms, event_id, event_hash)
+           AS position
+FROM event_rows
+WHERE room_id IN (SELECT room_id FROM q_rooms)
+  AND type IN ('m.room.message', 'm.room.member') AND content_problem IS NULL
+"""
 # Straight from event_rows into the table: the rows are wide and written once, and every
 # temp table of them (spilled under the writer's memory limit) cost more than the query.
 INSERT_ROWS = f"""
@@ -197,8 +219,7 @@ SELECT {", ".join("n." + column.strip() for column in ROW_COLUMNS.split(","))},
              AND o.body IS NOT DISTINCT FROM n.body AND o.trust = n.trust
              AND o.redacted = n.redacted AND o.unthreaded = (n.thread_root IS NULL)
             THEN o.version ELSE $version END,
-       row_number() OVER (PARTITION BY n.room_id
-                          ORDER BY n.timestamp_ms, n.event_id, n.event_hash)
+       p.position
 FROM (
     SELECT i.seq, i.room_id, i.event_id, i.event_hash, i.timestamp_ms, i.sender_id, i.type,
            CASE WHEN red.seq IS NULL THEN coalesce(ed.msgtype, i.msgtype) END AS msgtype,
@@ -222,8 +243,9 @@ FROM (
     LEFT JOIN q_react re ON re.seq = i.seq
     LEFT JOIN q_threads th ON th.seq = i.seq
 ) n
+JOIN q_pos p ON p.seq = n.seq
 LEFT JOIN q_old o ON o.seq = n.seq
-ORDER BY n.room_id, n.timestamp_ms, n.event_id, n.event_hash
+ORDER BY n.room_id, p.position
 """  # noqa: S608 - built from constants
 INSERT_STATE = f"""
 INSERT INTO event_state (room_id, seq, trust, redacted)
@@ -245,6 +267,7 @@ DROP_TEMPS = (
     "DROP TABLE IF EXISTS q_edit",
     "DROP TABLE IF EXISTS q_react",
     "DROP TABLE IF EXISTS q_old",
+    "DROP TABLE IF EXISTS q_pos",
 )
 UPSERT_ROOMS = """
 INSERT OR REPLACE INTO timeline_rooms (room_id, key_fingerprint, refreshed_at, items)
@@ -271,63 +294,90 @@ def thread_roots(
     A reply whose parent chain loops is its own root with no thread (PROTOCOL.md §6): its
     entry is absent. Roots with at least one reply appear as (root, 0).
     """
+    import pyarrow as pa
+
     parent = dict(parents)
-    resolved: dict[int, tuple[int, int] | None] = {}  # None: the chain loops
-    for start in parent:
-        if start in resolved:
-            continue
-        path: list[int] = []
-        on_path: set[int] = set()
-        node = start
-        outcome: tuple[int, int] | None
-        while True:
-            if node in resolved:
-                outcome = resolved[node]
-                break
-            if node not in parent:  # a root: no parent, or one that does not resolve
-                outcome = (node, 0)
-                break
-            if node in on_path:
-                outcome = None
-                break
-            path.append(node)
-            on_path.add(node)
-            node = parent[node]
-        for node in reversed(path):
-            if outcome is None:
-                resolved[node] = None
-            else:
-                outcome = (outcome[0], outcome[1] + 1)
-                resolved[node] = outcome
-    out: dict[int, tuple[int, int]] = {}
-    for node, value in resolved.items():
-        if value is not None:
-            out[node] = value
-            out.setdefault(value[0], (value[0], 0))
-    return out
+    walk = _walk_threads(
+        pa.array(list(parent), type=pa.int64()), pa.array(list(parent.values()), type=pa.int64())
+    )
+    return {
+        int(seq): (int(root), int(depth))
+        for seq, root, depth in zip(
+            walk["seq"].to_pylist(),
+            walk["thread_seq"].to_pylist(),
+            walk["depth"].to_pylist(),
+            strict=True,
+        )
+    }
+
+
+def _walk_threads(children: Any, parents: Any) -> Any:
+    """thread_roots on Arrow int64 arrays of distinct children and their parents, as a
+    table of (seq, thread_seq, depth, reply_count, link): ``link`` is the index of a link
+    whose parent is the row's root. A Python walk over dicts took most of a second at
+    150k links.
+
+    Pointer jumping: every node holds an ancestor and its distance, and each round jumps
+    to the ancestor's ancestor, so chains of any length settle in log2(nodes) rounds. A
+    node ends on a root (a node with no parent) unless its chain loops: a node on or
+    leading into a loop ends on a node that has a parent, however many rounds run.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    replies = len(children)
+    # Node i is link i's child; the parents that are no link's child come after them.
+    tops = pc.unique(pc.filter(parents, pc.invert(pc.is_in(parents, value_set=children))))
+    nodes = pa.concat_arrays([children, tops])
+    parent_node = pc.cast(pc.index_in(parents, value_set=nodes), pa.int64())
+    up = pa.concat_arrays([parent_node, pa.array(range(replies, len(nodes)), type=pa.int64())])
+    dist = pa.array([1] * replies + [0] * len(tops), type=pa.int64())
+    for _ in range(len(nodes).bit_length() + 1):
+        dist = pc.add(dist, pc.take(dist, up))
+        jumped = pc.take(up, up)
+        if jumped.equals(up):
+            break
+        up = jumped
+    reply_up = up.slice(0, replies)
+    resolved = pc.greater_equal(reply_up, replies)  # ends on a node with no parent
+    reply_roots = pc.filter(reply_up, resolved)
+    counted = pc.value_counts(reply_roots)
+    roots = counted.field("values")
+    links = pc.index_in(roots, value_set=parent_node)
+    threaded = pa.table(
+        {
+            "seq": pc.filter(children, resolved),
+            "thread_seq": pc.take(nodes, reply_roots),
+            "depth": pc.cast(pc.filter(dist.slice(0, replies), resolved), pa.int32()),
+            "reply_count": pa.array([0] * len(reply_roots), type=pa.int32()),
+            "link": pc.take(links, pc.index_in(reply_roots, value_set=roots)),
+        }
+    )
+    root_seqs = pc.take(nodes, roots)
+    return pa.concat_tables(
+        [
+            threaded,
+            pa.table(
+                {
+                    "seq": root_seqs,
+                    "thread_seq": root_seqs,
+                    "depth": pa.array([0] * len(roots), type=pa.int32()),
+                    "reply_count": pc.cast(counted.field("counts"), pa.int32()),
+                    "link": links,
+                }
+            ),
+        ]
+    )
 
 
 def _threads_table(cache: Cache) -> Any:
-    import pyarrow as pa
+    import pyarrow.compute as pc
 
-    links = cache.con.execute(THREAD_LINKS).fetchall()
-    ids = {int(parent): str(parent_id) for _, parent, parent_id in links}
-    roots = thread_roots((int(child), int(parent)) for child, parent, _ in links)
-    counts: dict[int, int] = {}
-    for node, (root, _depth) in roots.items():
-        if node != root:
-            counts[root] = counts.get(root, 0) + 1
-    seqs = list(roots)
-    return pa.table(
-        {
-            "seq": pa.array(seqs, type=pa.int64()),
-            "thread_seq": pa.array([roots[s][0] for s in seqs], type=pa.int64()),
-            # a root is always some reply's parent, so the links name it
-            "thread_root": pa.array([ids[roots[s][0]] for s in seqs], type=pa.string()),
-            "depth": pa.array([roots[s][1] for s in seqs], type=pa.int32()),
-            "reply_count": pa.array([counts.get(s, 0) for s in seqs], type=pa.int32()),
-        }
-    )
+    links = cache.con.execute(THREAD_LINKS).to_arrow_table()
+    walk = _walk_threads(links["src"].combine_chunks(), links["target"].combine_chunks())
+    # a root is always some reply's parent, so a link names it
+    root_ids = pc.take(links["target_id"], walk["link"])
+    return walk.drop_columns(["link"]).append_column("thread_root", root_ids)
 
 
 def _meta_int(cache: Cache, key: str) -> int | None:
@@ -447,6 +497,7 @@ def _refresh_rooms(
         con.execute(REDACTED)
         con.execute(EDITS)
         con.execute(REACTIONS)
+        con.execute(POSITIONS)
         con.execute(OLD_ROWS)
         con.execute(DELETE_ROOMS)
         con.register("q_threads", _threads_table(cache))
@@ -526,4 +577,3 @@ def open_fresh(path: Path) -> Cache:
     ensure_fresh(path)
     cache = open_cache(path, read_only=True)
     return cache
-
