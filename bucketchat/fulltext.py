@@ -14,7 +14,8 @@ rebuilt cache) re-indexes everything. Re-indexing a row is idempotent, so a cras
 the cache and the index, or between the commit and the watermark, heals on the next open.
 
 Text is folded and cut by ``search_syntax`` before tantivy sees it, the same way for
-documents and queries, whatever the script.
+documents and queries, whatever the script; for an ASCII message that folding is lower(),
+so DuckDB does it while writing the documents as JSON and Python only sees the rest.
 """
 
 from __future__ import annotations
