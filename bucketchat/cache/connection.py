@@ -36,6 +36,9 @@ def _config(read_only: bool, private_dir: Path) -> dict[str, Any]:
         # Writers are syncs and upkeep: bounded memory (DuckDB spills the rest to disk)
         # keeps a sync of any size under its memory budget next to its verify workers.
         config["memory_limit"] = WRITER_MEMORY_LIMIT
+        # A sync's transaction appends up to two row groups; DuckDB would otherwise keep up
+        # to five in memory before writing them out, which the memory limit does not bound.
+        config["write_buffer_row_group_count"] = 1
     return config
 
 

@@ -49,6 +49,7 @@ WINDOW_PER_WORKER = 8  # files in flight per worker: enough to ride out a slow b
 
 KNOWN_FILES = "SELECT path, size, version, sha256, state FROM files WHERE path LIKE ? ESCAPE '\\'"
 FINDING_COUNTS = "SELECT kind, count(*) FROM findings GROUP BY kind"
+TAIL_MEMORY_LIMIT = "SET memory_limit = '384MB'"
 ANY_EVENT = "SELECT 1 FROM event_rows LIMIT 1"
 ALL_ROOMS = "SELECT DISTINCT room_id FROM event_rows"
 PUBLISHED_KEYS_ALL = """
@@ -162,6 +163,11 @@ def pull(
             cache.set_meta("keys_fingerprint", keys_fingerprint)
         from bucketchat.query_state import after_ingest
 
+        # The timeline rows and the search index need memory of their own (tantivy's heap,
+        # rows in Python) on top of DuckDB's pages, so DuckDB gets less here: 384 MB kept
+        # a cold sync of 1M events under 1 GiB (910 MiB at peak against 1,045 MiB at
+        # 512 MB) for ~2 s more.
+        cache.con.execute(TAIL_MEMORY_LIMIT)
         after_ingest(cache)  # the timeline rows and the search index catch up
         findings_after = dict(cache.con.execute(FINDING_COUNTS).fetchall())
     report.findings = {
