@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +73,8 @@ class IssuerKeys:
 
 
 def _fetch_jwks(issuer: str) -> dict[str, Any]:
+    import urllib.request  # only a fetch of issuer keys needs it: not every command
+
     discovery = issuer.rstrip("/") + "/.well-known/openid-configuration"
     with urllib.request.urlopen(discovery, timeout=FETCH_TIMEOUT_SECONDS) as response:
         jwks_uri = json.load(response)["jwks_uri"]

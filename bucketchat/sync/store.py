@@ -13,7 +13,7 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from bucketchat.cache import Cache, open_cache
 from bucketchat.errors import BucketError
@@ -124,8 +124,9 @@ class SyncReport:
         }
 
 
-@dataclass
-class Known:
+class Known(NamedTuple):
+    """A file as the files table knows it (a tuple: a re-sync builds one per file)."""
+
     size: int
     version: str
     sha256: str | None

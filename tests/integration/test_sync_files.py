@@ -342,3 +342,29 @@ def test_unauthorized_relation(tmp_path: Path):
     )
     assert kinds(cache) == {"unauthorized_relation": 2}
     assert findings_list(cache)  # the list view agrees
+
+
+def test_many_changed_and_deleted_files_at_once(tmp_path: Path):
+    """More changes than sync.pull.FEW_FILES: the plan reads every files row instead of
+    naming the changed ones, and must come to the same answer."""
+    from test_sync_support import generated_bucket
+
+    from bucketchat.sync.pull import FEW_FILES
+
+    root, cache = tmp_path / "bucket", tmp_path / "cache.duckdb"
+    files = generated_bucket(root, files=3 * FEW_FILES, events_per_file=2)
+    first = sync(root, cache)
+    assert first.files_ingested == 3 * FEW_FILES
+    before = events_set(cache)
+    gone, grown = files[:FEW_FILES], files[FEW_FILES : 2 * FEW_FILES + 1]
+    for path in gone:
+        path.unlink()
+    for path in grown:
+        with path.open("ab") as handle:
+            handle.write(b'{"not": "an event"}\n')
+
+    report = sync(root, cache)
+    assert report.files_scanned == 2 * FEW_FILES
+    assert report.findings == {"file_deleted": FEW_FILES, "file_mutated": FEW_FILES + 1}
+    assert events_set(cache) == before
+    assert sync(root, cache).findings == {}
