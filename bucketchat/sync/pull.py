@@ -177,7 +177,8 @@ def pull(
     touched_rooms: set[str] = set()
     local = isinstance(bucket, LocalBucket)
     with BatchWriter(cache_path, report, touched_rooms, local, commit_files=BATCH_FILES) as writer:
-        for batch in _batches(_read_all(bucket, plan, candidates, progress, workers)):
+        reading = _read_all(bucket, plan, candidates, progress, workers, cache_path.parent)
+        for batch in _batches(reading):
             writer.put(batch)
 
     with open_cache(cache_path) as cache:
@@ -275,9 +276,10 @@ def _read_all(
     candidates: Candidates,
     progress: Progress | None,
     workers: int | None,
+    spool_parent: Path,
 ) -> Iterator[tuple[ObjectInfo, LogFileName, str, FileResult]]:
     """Read and verify every planned file, in key order, streaming results."""
-    from bucketchat.sync.reader import read_file
+    from bucketchat.sync.reader import load_spooled, read_file, read_file_spooled
 
     items = sorted(plan.to_read, key=lambda item: item[0].key)
     total = len(items)
@@ -315,24 +317,63 @@ def _read_all(
         return
 
     import multiprocessing
+    import shutil
 
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["bucketchat.sync.reader"])
+    spool = _spool_folder(spool_parent)
     window: deque[tuple[_Source, Future[FileResult]]] = deque()
-    with ProcessPoolExecutor(max_workers=cpu, mp_context=context) as pool:
-        for source in _sources(bucket, items):
-            if source.error:
-                future: Future[FileResult] = Future()
-                future.set_result(_unreadable(source))
-            else:
-                future = pool.submit(read_file, *arguments(source))
-            window.append((source, future))
-            while len(window) > cpu * WINDOW_PER_WORKER or (window and window[0][1].done()):
+    try:
+        with ProcessPoolExecutor(max_workers=cpu, mp_context=context) as pool:
+            for source in _sources(bucket, items):
+                if source.error:
+                    future: Future[FileResult] = Future()
+                    future.set_result(_unreadable(source))
+                else:
+                    future = (
+                        pool.submit(read_file_spooled, str(spool), *arguments(source))
+                        if SPOOL
+                        else pool.submit(read_file, *arguments(source))
+                    )
+                window.append((source, future))
+                while len(window) > cpu * WINDOW_PER_WORKER or (window and window[0][1].done()):
+                    head, head_future = window.popleft()
+                    yield finish(head, load_spooled(head_future.result()))
+            while window:
                 head, head_future = window.popleft()
-                yield finish(head, head_future.result())
-        while window:
-            head, head_future = window.popleft()
-            yield finish(head, head_future.result())
+                yield finish(head, load_spooled(head_future.result()))
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)
+
+
+SPOOL_FOLDER = ".bucketchat-spool"  # beside the cache; one folder per running sync
+SPOOL = os.name == "posix"  # a mapped file can lose its name at once only there
+
+
+def _spool_folder(parent: Path) -> Path:
+    """A new folder for this sync's spooled results; those of syncs that died are removed."""
+    import shutil
+    import uuid
+
+    root = parent / SPOOL_FOLDER
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.iterdir():
+        owner = stale.name.split("-", 1)[0]
+        if owner.isdigit() and not _alive(int(owner)):
+            shutil.rmtree(stale, ignore_errors=True)
+    folder = root / f"{os.getpid()}-{uuid.uuid4().hex}"
+    folder.mkdir()
+    return folder
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def _batches(

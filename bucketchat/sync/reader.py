@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,6 +95,7 @@ class FileResult:
     lines_end_ts: int | None = None
     error: str | None = None
     published_keys: list[tuple[str, str]] = field(default_factory=list)
+    events_file: str | None = None  # the events, spooled by a worker (read_file_spooled)
 
     @property
     def event_count(self) -> int:
@@ -273,6 +276,35 @@ def events_table(rows: list[tuple[Any, ...]], key: str) -> pa.Table:
         pa.array([0] * len(rows), type=pa.int32()), pa.array([key], type=pa.string())
     )
     return pa.table(arrays)
+
+
+_SPOOLED = itertools.count()
+
+
+def read_file_spooled(spool: str, *args: Any) -> FileResult:
+    """``read_file`` in a worker process, its events left in an Arrow file in ``spool``.
+
+    The main process maps that file (``load_spooled``) instead of receiving a pickled copy
+    through a pipe: a large sync moves about a kilobyte per event, and reading, unpickling
+    and pickling it cost the main process and the workers more than writing and mapping.
+    """
+    result = read_file(*args)
+    if result.event_count:
+        target = os.path.join(spool, f"{os.getpid()}-{next(_SPOOLED)}.arrow")
+        with pa.OSFile(target, "wb") as sink, pa.ipc.new_file(sink, result.events.schema) as out:
+            out.write_table(result.events)
+        result.events, result.events_file = None, target
+    return result
+
+
+def load_spooled(result: FileResult) -> FileResult:
+    """Map a spooled result's events back in; the file's name goes at once (the mapping
+    keeps its pages until the table is dropped)."""
+    if result.events_file is not None:
+        result.events = pa.ipc.open_file(pa.memory_map(result.events_file)).read_all()
+        os.unlink(result.events_file)
+        result.events_file = None
+    return result
 
 
 def _json(value: Any) -> str:

@@ -1,0 +1,36 @@
+"""Worker results spooled to Arrow files beside the cache (sync.pull's pool path)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from test_sync_support import events_set, generated_bucket
+
+from bucketchat.storage import LocalBucket
+from bucketchat.sync import pull as pull_module
+from bucketchat.sync.pull import SPOOL_FOLDER, pull
+
+
+def test_a_pooled_sync_leaves_no_spool_and_clears_that_of_a_dead_sync(tmp_path: Path, monkeypatch):
+    root = tmp_path / "bucket"
+    generated_bucket(root, files=40, events_per_file=30)
+    monkeypatch.setattr(pull_module, "POOL_THRESHOLD_BYTES", 0)  # use the workers however small
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    stale = tmp_path / SPOOL_FOLDER / f"{dead.stdout.strip()}-left-by-a-killed-sync"
+    stale.mkdir(parents=True)
+    (stale / "1-0.arrow").write_bytes(b"half written")
+
+    pooled, single = tmp_path / "pooled.duckdb", tmp_path / "single.duckdb"
+    report = pull(LocalBucket(root), pooled, workers=2)
+    assert report.events_ingested == 40 * 30
+    assert list((tmp_path / SPOOL_FOLDER).iterdir()) == []
+    pull(LocalBucket(root), single, workers=1)
+    assert events_set(pooled) == events_set(single)
