@@ -42,7 +42,10 @@ FILE_STATES = "SELECT path, state FROM files WHERE path IN (SELECT path FROM bat
 # A batch's lines that are not new events: every copy of a (hash, signature) after the first
 # in key order, and every line whose event is already stored (by an earlier batch, or an
 # earlier statement of this transaction). Duplicates are rare, so this set is small, and
-# the lines themselves go into event_rows straight from Arrow, untouched.
+# the lines themselves go into event_rows straight from Arrow, untouched. The hash covers
+# the room, so matching the room as well changes nothing but lets DuckDB skip the row
+# groups of other rooms (files are stored in key order, so by room): with 1M events
+# stored, 40 ms a batch instead of 100-200.
 FIND_DUPLICATES = """
 CREATE OR REPLACE TEMP TABLE batch_duplicates AS
 SELECT file, line FROM (
@@ -51,8 +54,9 @@ SELECT file, line FROM (
     FROM batch_events)
 WHERE copy > 1
 UNION
-SELECT b.file, b.line FROM batch_events b
-SEMI JOIN event_rows e ON e.event_hash = b.event_hash AND e.signature = b.signature
+SELECT b.file, b.line FROM event_rows e
+JOIN batch_events b
+  ON e.room_id = b.room_id AND e.event_hash = b.event_hash AND e.signature = b.signature
 """
 COUNT_DUPLICATES = "SELECT count(*) FROM batch_duplicates"
 INSERT_ALL_EVENTS = "INSERT INTO event_rows BY NAME SELECT *, $now AS ingested_at FROM batch_events"
