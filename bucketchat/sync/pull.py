@@ -11,6 +11,7 @@ and the query layer's derived rows and search index catch up.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -344,6 +345,8 @@ def _read_all(
                 yield finish(head, load_spooled(head_future.result()))
     finally:
         shutil.rmtree(spool, ignore_errors=True)
+        with contextlib.suppress(OSError):  # left while another sync spools there
+            spool.parent.rmdir()
 
 
 SPOOL_FOLDER = ".bucketchat-spool"  # beside the cache; one folder per running sync
