@@ -245,10 +245,17 @@ def main(argv: list[str] | None = None) -> None:
                          f"start-up + {took - startup:.0f} ms (`log --help` + "
                          f"{took - parse:.0f} ms)"))
 
+    load_after, cores = os.getloadavg()[0], os.cpu_count() or 1
+    busy = max(load_before, load_after) > cores
     notes.append(
-        f"1-minute load average {load_before:.1f} at the start and {os.getloadavg()[0]:.1f} at "
-        f"the end on {os.cpu_count()} cores: above the core count, other work shared the "
-        "machine and the figures are that much slower than on an idle one"
+        f"1-minute load average {load_before:.1f} at the start and {load_after:.1f} at "
+        f"the end on {cores} cores"
+        + (
+            ": above the core count, other work shared the machine and the figures are "
+            "that much slower than on an idle one"
+            if busy
+            else " (the benchmark's own processes count in it)"
+        )
     )
     command = " ".join(["python", "benchmarks/bench_query.py", *[
         a if not a.startswith("/") else f"<{Path(a).name}>" for a in (argv or sys.argv[1:])
