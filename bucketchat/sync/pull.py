@@ -1,12 +1,12 @@
 """Pull: list the bucket, diff against the files table, read and verify what is new, store.
 
     list → diff (new, changed, gone) → read new files → parse + verify (worker processes)
-         → one transaction per batch of files → re-decide keys of touched rooms
+         → transactions of whole files → re-decide keys of touched rooms
 
-Storing is ``sync.store``'s (one transaction per batch of files, on a thread of its own).
-The cache is opened per batch and closed in between, so readers (``log``, ``sql``) and a
-second sync get their turn. After the batches, the touched rooms' keys are decided again
-and the query layer's derived rows and search index catch up.
+Storing is ``sync.store``'s (transactions of up to 400 files or two row groups, on a
+thread of its own). The cache is opened per transaction and closed in between, so readers
+(``log``, ``sql``) and a second sync get their turn. After the files, the touched rooms'
+keys are decided again and the query layer's derived rows and search index catch up.
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
-"""Storing what a sync read: one transaction per batch of files, and the files' own changes.
+"""Storing what a sync read: transactions of whole files, and the files' own changes.
 
-A batch commits its files' events, rejected lines, duplicates and ``files`` rows together,
-so a crash leaves every file all in or all out. It first re-checks which of its files
-another process stored meanwhile, so two syncs started together neither lose nor double
-anything. Each batch also clears the stored key fingerprint: if the process dies before
-the rooms' keys are decided again, the next sync sees that and decides them.
+A transaction takes batches of read files (up to ``commit_files`` files, or COMMIT_ROWS
+events, or COMMIT_SECONDS) and commits their events, rejected lines, duplicates and
+``files`` rows together, so a crash leaves every file all in or all out. Each batch first
+re-checks which of its files another process stored meanwhile, so two syncs started
+together neither lose nor double anything, and clears the stored key fingerprint: if the
+process dies before the rooms' keys are decided again, the next sync sees that and
+decides them.
 """
 
 from __future__ import annotations
