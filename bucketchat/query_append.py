@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from bucketchat.query_state import TRUSTED
+from bucketchat.query_state import ITEM_STATE, TRUSTED
 
 if TYPE_CHECKING:
     from bucketchat.cache import Cache
@@ -86,26 +86,16 @@ SELECT seq, thread_seq, thread_root, depth, reply_count, parent_event_id, event_
 FROM timeline_rows WHERE seq IN (SELECT seq FROM q_seqs)
 """
 # Relation state from q_ev; thread columns from q_threads (stored ones for old items).
-ROWS = """
+ROWS = f"""
 CREATE OR REPLACE TEMP TABLE q_new AS
-SELECT i.seq, i.room_id, i.event_id, i.event_hash, i.timestamp_ms, i.sender_id, i.type,
-       CASE WHEN red.seq IS NULL THEN coalesce(ed.msgtype, i.msgtype) END AS msgtype,
-       CASE WHEN red.seq IS NULL THEN coalesce(ed.body, i.body) END AS body,
-       CASE WHEN red.seq IS NULL THEN i.body END AS original_body,
-       (red.seq IS NULL AND ed.seq IS NOT NULL) AS edited,
-       CASE WHEN red.seq IS NULL THEN ed.edit_event_id END AS edit_event_id,
-       (red.seq IS NOT NULL) AS redacted,
-       coalesce(re.reactions, MAP {}::MAP(VARCHAR, INTEGER)) AS reactions,
-       i.parent_event_id, th.thread_root, th.thread_seq, th.depth,
-       coalesce(th.reply_count, 0)::INTEGER AS reply_count,
-       i.membership, i.displayname, i.trust, th.position
+SELECT {ITEM_STATE}, th.position
 FROM q_ev i
 JOIN q_threads th ON th.seq = i.seq
 LEFT JOIN q_redacted red ON red.seq = i.seq
 LEFT JOIN q_edit ed ON ed.seq = i.seq
 LEFT JOIN q_react re ON re.seq = i.seq
 WHERE i.type IN ('m.room.message', 'm.room.member') AND i.content_problem IS NULL
-"""
+"""  # noqa: S608 - built from constants
 OUT = """
 CREATE OR REPLACE TEMP TABLE q_out AS
 SELECT n.*,

@@ -210,6 +210,21 @@ FROM event_rows
 WHERE room_id IN (SELECT room_id FROM q_rooms)
   AND type IN ('m.room.message', 'm.room.member') AND content_problem IS NULL
 """
+# An item's row from the item (i) and what acts on it: its redaction (red), latest edit
+# (ed), reactions (re) and thread (th). The full refresh and the append path share it.
+ITEM_STATE = """
+i.seq, i.room_id, i.event_id, i.event_hash, i.timestamp_ms, i.sender_id, i.type,
+CASE WHEN red.seq IS NULL THEN coalesce(ed.msgtype, i.msgtype) END AS msgtype,
+CASE WHEN red.seq IS NULL THEN coalesce(ed.body, i.body) END AS body,
+CASE WHEN red.seq IS NULL THEN i.body END AS original_body,
+(red.seq IS NULL AND ed.seq IS NOT NULL) AS edited,
+CASE WHEN red.seq IS NULL THEN ed.edit_event_id END AS edit_event_id,
+(red.seq IS NOT NULL) AS redacted,
+coalesce(re.reactions, MAP {}::MAP(VARCHAR, INTEGER)) AS reactions,
+i.parent_event_id, th.thread_root, th.thread_seq, th.depth,
+coalesce(th.reply_count, 0)::INTEGER AS reply_count,
+i.membership, i.displayname, i.trust
+"""
 # Straight from event_rows into the table: the rows are wide and written once, and every
 # temp table of them (spilled under the writer's memory limit) cost more than the query.
 INSERT_ROWS = f"""
@@ -221,17 +236,7 @@ SELECT {", ".join("n." + column.strip() for column in ROW_COLUMNS.split(","))},
             THEN o.version ELSE $version END,
        p.position
 FROM (
-    SELECT i.seq, i.room_id, i.event_id, i.event_hash, i.timestamp_ms, i.sender_id, i.type,
-           CASE WHEN red.seq IS NULL THEN coalesce(ed.msgtype, i.msgtype) END AS msgtype,
-           CASE WHEN red.seq IS NULL THEN coalesce(ed.body, i.body) END AS body,
-           CASE WHEN red.seq IS NULL THEN i.body END AS original_body,
-           (red.seq IS NULL AND ed.seq IS NOT NULL) AS edited,
-           CASE WHEN red.seq IS NULL THEN ed.edit_event_id END AS edit_event_id,
-           (red.seq IS NOT NULL) AS redacted,
-           coalesce(re.reactions, MAP {{}}::MAP(VARCHAR, INTEGER)) AS reactions,
-           i.parent_event_id, th.thread_root, th.thread_seq, th.depth,
-           coalesce(th.reply_count, 0)::INTEGER AS reply_count,
-           i.membership, i.displayname, i.trust
+    SELECT {ITEM_STATE}
     FROM ({TRUSTED.format(
         columns=", event_id, type, msgtype, body, parent_event_id, membership, "
         "CASE WHEN type = 'm.room.member' "
