@@ -90,7 +90,8 @@ class FileResult:
     size: int
     sha256: str
     ends_with_newline: bool
-    events: Any = None  # pyarrow.Table with EVENT_COLUMNS + "file"
+    events: Any = None  # pyarrow.Table with EVENT_COLUMNS + "file" (from a worker)
+    rows: list[tuple[Any, ...]] | None = None  # or the rows in EVENT_COLUMNS order (read here)
     rejected: list[RejectedLine] = field(default_factory=list)
     lines_start_ts: int | None = None
     lines_end_ts: int | None = None
@@ -100,6 +101,8 @@ class FileResult:
 
     @property
     def event_count(self) -> int:
+        if self.rows is not None:
+            return len(self.rows)
         return 0 if self.events is None else int(self.events.num_rows)
 
 
@@ -260,26 +263,33 @@ def read_file(
         )
     if starts:
         result.lines_start_ts, result.lines_end_ts = min(starts), max(starts)
-    result.events = events_table(rows, key)
+    # Rows stay Python tuples here: a batch of small files becomes one Arrow table when it
+    # is stored (events_table), where a table per file cost more than reading the file.
+    result.rows = rows
     return result
 
 
-def events_table(rows: list[tuple[Any, ...]], key: str) -> pa.Table:
-    """The Arrow table of rows in EVENT_COLUMNS order, each tagged with its file ``key``."""
+def events_table(files: Sequence[tuple[str, list[tuple[Any, ...]]]]) -> pa.Table:
+    """One Arrow table of the rows (in EVENT_COLUMNS order) of each ``(file key, rows)``."""
+    rows = [row for _, file_rows in files for row in file_rows]
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in EVENT_COLUMNS]
     arrays = {
         name: pa.array(column, type=EVENT_TYPES[name])
         for name, column in zip(EVENT_COLUMNS, columns, strict=True)
     }
-    # one dictionary entry instead of the key repeated on every row: it is sent between
+    # the file key as a dictionary, not repeated on every row: the table is sent between
     # processes and held in memory until its batch is stored
+    indices = [index for index, (_, file_rows) in enumerate(files) for _ in file_rows]
     arrays["file"] = pa.DictionaryArray.from_arrays(
-        pa.array([0] * len(rows), type=pa.int32()), pa.array([key], type=pa.string())
+        pa.array(indices, type=pa.int32()), pa.array([key for key, _ in files], type=pa.string())
     )
     return pa.table(arrays)
 
 
 _SPOOLED = itertools.count()
+# Fewer rows than this go back through the pipe as tuples: writing, mapping and removing a
+# file costs more than pickling a few rows, and the batch builds one table of them all.
+SPOOL_ROWS = 64
 
 
 def read_file_spooled(spool: str, *args: Any) -> FileResult:
@@ -296,11 +306,12 @@ def read_file_spooled(spool: str, *args: Any) -> FileResult:
         result = read_file(*args)
     finally:
         gc.enable()
-    if result.event_count:
+    if result.rows and len(result.rows) >= SPOOL_ROWS:
+        events = events_table([(result.key, result.rows)])
         target = os.path.join(spool, f"{os.getpid()}-{next(_SPOOLED)}.arrow")
-        with pa.OSFile(target, "wb") as sink, pa.ipc.new_file(sink, result.events.schema) as out:
-            out.write_table(result.events)
-        result.events, result.events_file = None, target
+        with pa.OSFile(target, "wb") as sink, pa.ipc.new_file(sink, events.schema) as out:
+            out.write_table(events)
+        result.rows, result.events_file = None, target
     return result
 
 

@@ -1,12 +1,12 @@
 """Storing what a sync read: transactions of whole files, and the files' own changes.
 
-A transaction takes batches of read files (up to ``commit_files`` files, or COMMIT_ROWS
-events, or COMMIT_SECONDS) and commits their events, rejected lines, duplicates and
-``files`` rows together, so a crash leaves every file all in or all out. Each batch first
-re-checks which of its files another process stored meanwhile, so two syncs started
-together neither lose nor double anything, and clears the stored key fingerprint: if the
-process dies before the rooms' keys are decided again, the next sync sees that and
-decides them.
+A transaction takes batches of read files (up to COMMIT_ROWS events or COMMIT_SECONDS,
+and from a cloud up to ``commit_files`` files) and commits their events, rejected lines,
+duplicates and ``files`` rows together, so a crash leaves every file all in or all out.
+Each batch first re-checks which of its files another process stored meanwhile, so two
+syncs started together neither lose nor double anything, and clears the stored key
+fingerprint: if the process dies before the rooms' keys are decided again, the next sync
+sees that and decides them.
 """
 
 from __future__ import annotations
@@ -161,8 +161,9 @@ class BatchWriter:
 
     DuckDB releases the GIL while it works, so reading, verifying (in worker processes)
     and storing overlap. The queue holds at most two batches: memory stays bounded. One
-    transaction takes batches until it holds ``commit_files`` files or COMMIT_ROWS events
-    or has been open COMMIT_SECONDS, so a crash leaves every file all in or all out.
+    transaction takes batches until it holds ``commit_files`` files (None: no limit) or
+    COMMIT_ROWS events or has been open COMMIT_SECONDS, so a crash leaves every file all
+    in or all out.
     """
 
     def __init__(
@@ -172,7 +173,7 @@ class BatchWriter:
         touched_rooms: set[str],
         local: bool = True,
         *,
-        commit_files: int = 400,
+        commit_files: int | None = 400,
     ) -> None:
         import queue
         import threading
@@ -207,7 +208,7 @@ class BatchWriter:
                     events += write_batch(cache, batch, self.report, self.touched_rooms, self.local)
                     files += len(batch)
                     if (
-                        files >= self.commit_files
+                        (self.commit_files is not None and files >= self.commit_files)
                         or events >= COMMIT_ROWS
                         or time.monotonic() - began >= COMMIT_SECONDS
                     ):
@@ -294,11 +295,14 @@ def write_batch(
         )
         fresh.append((obj, name, prior, result, in_progress))
 
-    tables = [
-        result.events
-        for _, _, _, result, in_progress in fresh
-        if not in_progress and result.event_count
-    ]
+    from bucketchat.sync.reader import events_table
+
+    stored_files = [result for *_, result, in_progress in fresh if not in_progress]
+    tables = [result.events for result in stored_files if result.events is not None]
+    read_here = [(result.key, result.rows) for result in stored_files if result.rows]
+    if read_here:
+        tables.append(events_table(read_here))
+    tables = [table for table in tables if table.num_rows]
     stored = 0
     if tables:
         import pyarrow.compute as pc

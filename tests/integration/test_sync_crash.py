@@ -52,7 +52,7 @@ SYNC_SCRIPT = textwrap.dedent(
 
     if __name__ == "__main__":
         bucket, cache, workers, batch_files = sys.argv[1:5]
-        pull_module.BATCH_FILES = int(batch_files)
+        pull_module.BATCH_FILES = pull_module.LOCAL_COMMIT_FILES = int(batch_files)
         print("started", flush=True)
         report = pull_module.pull(LocalBucket(Path(bucket)), Path(cache), workers=int(workers))
         print("done", report.files_ingested, flush=True)
@@ -214,6 +214,7 @@ def _unhide(paths: list[Path], root: Path, away: Path) -> None:
 def _arm(point: str, monkeypatch: pytest.MonkeyPatch) -> None:
     if point == "second_batch":
         monkeypatch.setattr(pull_module, "BATCH_FILES", 1)
+        monkeypatch.setattr(pull_module, "LOCAL_COMMIT_FILES", 1)
         real = store_module.write_batch
         calls = []
 

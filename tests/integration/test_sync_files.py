@@ -368,3 +368,35 @@ def test_many_changed_and_deleted_files_at_once(tmp_path: Path):
     assert report.findings == {"file_deleted": FEW_FILES, "file_mutated": FEW_FILES + 1}
     assert events_set(cache) == before
     assert sync(root, cache).findings == {}
+
+
+def test_a_local_sync_commits_by_events_and_time_not_by_files(tmp_path: Path, monkeypatch):
+    """Small local files share transactions (each costs a commit and a close); a batch
+    still ends at BATCH_FILES files, and a transaction at COMMIT_ROWS events."""
+    from test_sync_support import generated_bucket
+
+    from bucketchat.sync import pull as pull_module
+    from bucketchat.sync import store as store_module
+
+    commits: list[int] = []
+    real_commit = store_module._commit_and_close
+
+    def counting_commit(cache: Any) -> None:
+        commits.append(1)
+        real_commit(cache)
+
+    monkeypatch.setattr(store_module, "_commit_and_close", counting_commit)
+    monkeypatch.setattr(pull_module, "BATCH_FILES", 40)
+    root = tmp_path / "bucket"
+    generated_bucket(root, files=150, events_per_file=3)
+
+    report = sync(root, tmp_path / "one.duckdb")
+    assert report.files_ingested == 150
+    assert len(commits) == 1  # four batches, one transaction
+
+    commits.clear()
+    monkeypatch.setattr(store_module, "COMMIT_ROWS", 200)  # 40 files of 3 events: 120 a batch
+    report = sync(root, tmp_path / "two.duckdb")
+    assert report.files_ingested == 150
+    assert len(commits) == 2  # batches 1-2 (240 events), then 3-4
+    assert events_set(tmp_path / "one.duckdb") == events_set(tmp_path / "two.duckdb")

@@ -10,13 +10,24 @@ from test_sync_support import events_set, generated_bucket
 
 from bucketchat.storage import LocalBucket
 from bucketchat.sync import pull as pull_module
+from bucketchat.sync import reader
 from bucketchat.sync.pull import SPOOL_FOLDER, pull
 
 
 def test_a_pooled_sync_leaves_no_spool_and_clears_that_of_a_dead_sync(tmp_path: Path, monkeypatch):
     root = tmp_path / "bucket"
-    generated_bucket(root, files=40, events_per_file=30)
+    # files big enough to be spooled, and small ones whose rows come back through the pipe
+    generated_bucket(root, files=40, events_per_file=reader.SPOOL_ROWS + 6)
+    generated_bucket(root, files=30, events_per_file=5, rooms=("delta",), seed=8)
     monkeypatch.setattr(pull_module, "POOL_THRESHOLD_BYTES", 0)  # use the workers however small
+    spooled = []
+    real_load = reader.load_spooled
+
+    def load_spooled(result: reader.FileResult) -> reader.FileResult:
+        spooled.append(result.events_file is not None)
+        return real_load(result)
+
+    monkeypatch.setattr(reader, "load_spooled", load_spooled)
 
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],
@@ -30,7 +41,8 @@ def test_a_pooled_sync_leaves_no_spool_and_clears_that_of_a_dead_sync(tmp_path: 
 
     pooled, single = tmp_path / "pooled.duckdb", tmp_path / "single.duckdb"
     report = pull(LocalBucket(root), pooled, workers=2)
-    assert report.events_ingested == 40 * 30
+    assert report.events_ingested == 40 * (reader.SPOOL_ROWS + 6) + 30 * 5
+    assert spooled.count(True) == 40 and spooled.count(False) == 30
     assert not (tmp_path / SPOOL_FOLDER).exists()
     pull(LocalBucket(root), single, workers=1)
     assert events_set(pooled) == events_set(single)
