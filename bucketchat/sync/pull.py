@@ -55,15 +55,18 @@ LOCAL_COMMIT_FILES: int | None = None
 WINDOW_PER_WORKER = 8  # files in flight per worker: enough to ride out a slow batch write
 
 KNOWN_FILES = "SELECT path, size, version, sha256, state FROM files WHERE path LIKE ? ESCAPE '\\'"
-# One string per file, so a re-sync of many unchanged files turns few values into Python
-# objects: (path, "state size version"); state and size hold no spaces.
-FILE_SUMMARIES = """
-SELECT path, state || ' ' || size || ' ' || version FROM files WHERE path LIKE ? ESCAPE '\\'
+# The files plainly ingested, as one string of "path size version" lines: a re-sync of
+# many unchanged files turns one value into a Python object instead of a row per file
+# (20,000 files: diffed in 23-30 ms instead of 29-36). Log file names hold no newline
+# and no space.
+PLAIN_FILES = """
+SELECT string_agg(path || ' ' || size || ' ' || version, chr(10))
+FROM files WHERE path LIKE ? ESCAPE '\\' AND state IN ('ingested', 'mutated')
 """
-NAMED_FILES = """
-SELECT path, size, version, sha256, state FROM files WHERE path IN (SELECT unnest(?))
+NOT_PLAIN_FILES = """
+SELECT path, size, version, sha256, state FROM files
+WHERE path LIKE ? ESCAPE '\\' AND state NOT IN ('ingested', 'mutated')
 """
-FEW_FILES = 50  # DuckDB takes a list parameter slowly (~0.06 ms an item): more, read them all
 FINDING_COUNTS = "SELECT kind, count(*) FROM findings GROUP BY kind"
 TAIL_MEMORY_LIMIT = "SET memory_limit = '384MB'"
 ANY_EVENT = "SELECT 1 FROM event_rows LIMIT 1"
@@ -82,26 +85,16 @@ def _known_files(
     cache: Cache, listing: list[ObjectInfo], prefix: str
 ) -> tuple[set[str], dict[str, Known]]:
     """Listed log files seen before and unchanged, and the files rows of all the others."""
-    summaries = dict(cache.con.execute(FILE_SUMMARIES, [_like_prefix(prefix)]).fetchall())
-    unchanged: set[str] = set()
-    others: list[str] = []
-    for obj in listing:
-        summary = summaries.pop(obj.key, None)
-        if summary is None:
-            continue  # new: no row
-        if summary in (f"ingested {obj.size} {obj.version}", f"mutated {obj.size} {obj.version}"):
-            unchanged.add(obj.key)
-        else:
-            others.append(obj.key)
-    others.extend(summaries)  # rows of files no longer listed
-    if not others:
-        return unchanged, {}
-    if len(others) > FEW_FILES:
-        rows = cache.con.execute(KNOWN_FILES, [_like_prefix(prefix)]).fetchall()
-    else:
-        rows = cache.con.execute(NAMED_FILES, [others]).fetchall()
+    like = _like_prefix(prefix)
+    row = cache.con.execute(PLAIN_FILES, [like]).fetchone()
+    plain = set(row[0].split("\n")) if row and row[0] else set()
+    unchanged = {obj.key for obj in listing if f"{obj.key} {obj.size} {obj.version}" in plain}
+    # every plainly ingested file listed, unchanged: only the other rows are needed
+    query = NOT_PLAIN_FILES if len(unchanged) == len(plain) else KNOWN_FILES
     return unchanged, {
-        path: Known(size, version, sha256, state) for path, size, version, sha256, state in rows
+        path: Known(size, version, sha256, state)
+        for path, size, version, sha256, state in cache.con.execute(query, [like]).fetchall()
+        if path not in unchanged
     }
 
 

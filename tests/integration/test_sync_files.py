@@ -345,11 +345,11 @@ def test_unauthorized_relation(tmp_path: Path):
 
 
 def test_many_changed_and_deleted_files_at_once(tmp_path: Path):
-    """More changes than sync.pull.FEW_FILES: the plan reads every files row instead of
-    naming the changed ones, and must come to the same answer."""
+    """Many files changed and deleted in one re-sync: the listing's diff against the files
+    table (in DuckDB) finds every one of them."""
     from test_sync_support import generated_bucket
 
-    from bucketchat.sync.pull import FEW_FILES
+    FEW_FILES = 50  # each kind of change, to so many files
 
     root, cache = tmp_path / "bucket", tmp_path / "cache.duckdb"
     files = generated_bucket(root, files=3 * FEW_FILES, events_per_file=2)
