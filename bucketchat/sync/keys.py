@@ -31,13 +31,14 @@ SELECT e.raw, e.sender_id, e.event_hash
 FROM event_rows e JOIN candidate_counts c ON c.sender_id = e.sender_id
 WHERE e.room_id = ? AND e.signer_key IS NULL AND e.keys_tried < c.keys
 """
-SET_SIGNER = """
-UPDATE event_rows SET signer_key = ?, keys_tried = ?
-WHERE room_id = ? AND event_hash = ? AND signer_key IS NULL
-"""
-SET_KEYS_TRIED = """
-UPDATE event_rows SET keys_tried = ?
-WHERE room_id = ? AND event_hash = ? AND signer_key IS NULL
+# One statement for all of a room's re-verified events, from a registered Arrow table: an
+# UPDATE per event cost ~0.8 ms, so 100,000 events stored before their senders' keys
+# took over a minute to settle. A row is one copy of an event: (hash, signature).
+SET_SIGNERS = """
+UPDATE event_rows SET signer_key = v.signer_key, keys_tried = v.keys_tried
+FROM verified_again v
+WHERE event_rows.room_id = $room AND event_rows.event_hash = v.event_hash
+  AND event_rows.signature = v.signature AND event_rows.signer_key IS NULL
 """
 KEY_EVENTS = """
 SELECT event_hash, event_id, timestamp_ms, sender_id, public_key, signer_key,
@@ -89,13 +90,21 @@ def verify_late(cache: Cache, room_id: str, candidates: Mapping[str, list[str]])
     if not rows:
         return 0
     results = verify_again(rows, candidates)
-    found = [[signer, tried, room_id, digest] for digest, signer, tried in results if signer]
-    missed = [[tried, room_id, digest] for digest, signer, tried in results if not signer]
-    if found:
-        cache.con.executemany(SET_SIGNER, found)
-    if missed:
-        cache.con.executemany(SET_KEYS_TRIED, missed)
-    return sum(1 for _, signer, _ in results if signer)
+    digests, signatures, signers, tried = zip(*results, strict=True) if results else ((),) * 4
+    outcome = pa.table(
+        {
+            "event_hash": pa.array(digests, type=pa.string()),
+            "signature": pa.array(signatures, type=pa.string()),
+            "signer_key": pa.array(signers, type=pa.string()),
+            "keys_tried": pa.array(tried, type=pa.int32()),
+        }
+    )
+    cache.con.register("verified_again", outcome)
+    try:
+        cache.con.execute(SET_SIGNERS, {"room": room_id})
+    finally:
+        cache.con.unregister("verified_again")
+    return sum(1 for _, _, signer, _ in results if signer)
 
 
 def _json_or_none(text: str | None) -> Any:

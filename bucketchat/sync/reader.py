@@ -333,14 +333,17 @@ def _json(value: Any) -> str:
 
 def verify_again(
     rows: Sequence[tuple[str, str, str]], candidates: Mapping[str, Sequence[str]]
-) -> list[tuple[str, str | None, int]]:
-    """(raw line, sender, event_hash) → (event_hash, signer or None, keys tried)."""
+) -> list[tuple[str, str, str | None, int]]:
+    """(raw line, sender, event_hash) → (event_hash, signature, signer or None, keys tried).
+
+    The signature names the copy: copies of one event share its hash (§4)."""
     ring = KeyRing(candidates)
     out = []
     for raw, sender, digest in rows:
         parsed = parse_line(raw.encode("utf-8"))
         if isinstance(parsed, Rejection):
             continue
-        signer = ring.find_signer(sender, parsed.data["signature"], signing_bytes(parsed.data))
-        out.append((digest, signer, ring.count(sender)))
+        signature = parsed.data["signature"]
+        signer = ring.find_signer(sender, signature, signing_bytes(parsed.data))
+        out.append((digest, signature, signer, ring.count(sender)))
     return out

@@ -179,6 +179,35 @@ def test_a_key_arriving_later_verifies_events_stored_as_unverified(
     assert signers == [(Author.of(BOB).public_key,)]
 
 
+def test_a_late_key_verifies_the_authentic_copy_of_an_event_and_not_a_forged_one(
+    tmp_path: Path,
+):
+    """Two copies of one event (one hash, two signatures) stored before the sender's key:
+    when the key arrives, only the copy it verifies gains a signer."""
+    from test_sync_support import sign
+
+    root, cache = tmp_path / "bucket", tmp_path / "cache.duckdb"
+    bob = Author.of(BOB)
+    join = bob.join("alpha", BASE_MS)
+    message = bob.message("alpha", BASE_MS + 10, "the real one")
+    unsigned = {key: value for key, value in message.items() if key != "signature"}
+    forged = sign(unsigned, seed_of(MALLORY))
+    write_events(root, "alpha", [message, forged], bob.client_id, name=None)
+    pull(LocalBucket(root), cache)
+    assert query(cache, "SELECT count(*) FROM event_rows WHERE signer_key IS NULL") == [(2,)]
+
+    write_events(root, "alpha", [join], bob.client_id)
+    pull(LocalBucket(root), cache)
+    rows = query(
+        cache, "SELECT signature, signer_key, trust FROM events WHERE type = 'm.room.message'"
+    )
+    assert sorted(rows, key=lambda row: row[1] is None) == [
+        (message["signature"], bob.public_key, "tofu"),
+        (forged["signature"], None, "invalid"),
+    ]
+    assert kinds(cache).get("bad_signature") == 1
+
+
 def test_a_pinned_key_outranks_a_key_that_came_first(
     source: tuple[Path, dict[str, Path]], tmp_path: Path
 ):
