@@ -39,10 +39,12 @@ Progress = Callable[[int, int, int], None]  # files done, files to read, events 
 Candidates = dict[str, dict[str, list[str]]]  # room → sender → keys; room "" holds pinned keys
 
 POOL_THRESHOLD_BYTES = 2_000_000  # below this, starting worker processes costs more than it saves
-# Files averaging less than this (one to a few events, like the upstream client's
-# one-event objects) are verified here: sending one to a worker and its result back costs
-# the main process as much as verifying it (~0.3 ms), and the workers' CPU on top.
-SMALL_FILE_BYTES = 2048
+# Files go to a worker in groups of one room's consecutive files, up to these: sending one
+# small file to a worker and its result back cost the main process as much as verifying
+# it (~0.3 ms), so a backlog of one-event files was verified here, on one core. A file of
+# GROUP_BYTES or more goes alone.
+GROUP_FILES = 16
+GROUP_BYTES = 256 * 1024
 # Read files go to the writer thread in batches this small (memory), and a transaction
 # takes batches until it holds BATCH_FILES files or enough events (sync.store).
 BATCH_EVENTS = 25_000
@@ -52,7 +54,10 @@ BATCH_FILES = 400
 # synced in 16 s, against 20 s in transactions of 400 files. From a cloud, what was
 # downloaded is the costly part to redo, so every BATCH_FILES files are committed.
 LOCAL_COMMIT_FILES: int | None = None
-WINDOW_PER_WORKER = 8  # files in flight per worker: enough to ride out a slow batch write
+# Files in flight per worker: enough to ride out a slow batch write, and few, since a key a
+# file publishes is a candidate only for files sent after its result came back (the
+# others are verified again once the keys are decided, in this process).
+WINDOW_PER_WORKER = 16
 
 KNOWN_FILES = "SELECT path, size, version, sha256, state FROM files WHERE path LIKE ? ESCAPE '\\'"
 # The files plainly ingested, as one string of "path size version" lines: a re-sync of
@@ -284,7 +289,7 @@ def _read_all(
     spool_parent: Path,
 ) -> Iterator[tuple[ObjectInfo, LogFileName, str, FileResult]]:
     """Read and verify every planned file, in key order, streaming results."""
-    from bucketchat.sync.reader import load_spooled, read_file, read_file_spooled
+    from bucketchat.sync.reader import load_spooled, read_file, read_files
 
     items = sorted(plan.to_read, key=lambda item: item[0].key)
     total = len(items)
@@ -309,16 +314,19 @@ def _read_all(
             progress(done, total, events_so_far)
         return source.obj, source.name, source.prior, result
 
-    def arguments(source: _Source) -> tuple[Any, ...]:
-        room_id = source.name.room_id
+    def room_keys(room_id: str) -> dict[str, list[str]]:
         if room_id not in merged:
             merged[room_id] = _room_candidates(candidates, room_id)
-        return (source.obj.key, room_id, source.data, source.path, merged[room_id])
+        return merged[room_id]
 
-    if cpu <= 1 or total_bytes < max(POOL_THRESHOLD_BYTES, SMALL_FILE_BYTES * total):
+    if cpu <= 1 or total_bytes < POOL_THRESHOLD_BYTES:
         for source in _sources(bucket, items):
-            result = _unreadable(source) if source.error else read_file(*arguments(source))
-            yield finish(source, result)
+            if source.error:
+                yield finish(source, _unreadable(source))
+                continue
+            room_id = source.name.room_id
+            keys = room_keys(room_id)
+            yield finish(source, read_file(source.obj.key, room_id, source.data, source.path, keys))
         return
 
     import multiprocessing
@@ -327,26 +335,49 @@ def _read_all(
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["bucketchat.sync.reader"])
     spool = _spool_folder(spool_parent)
-    window: deque[tuple[_Source, Future[FileResult]]] = deque()
+    window: deque[tuple[list[_Source], Future[list[FileResult]]]] = deque()
+    group: list[_Source] = []
+    group_bytes = 0
+
+    def results_of(sources: list[_Source], future: Future[list[FileResult]]) -> Iterator[Any]:
+        for source, result in zip(sources, future.result(), strict=True):
+            yield finish(source, load_spooled(result))
+
     try:
         with ProcessPoolExecutor(max_workers=cpu, mp_context=context) as pool:
+
+            def send(sources: list[_Source]) -> None:
+                room_id = sources[0].name.room_id
+                files = [(source.obj.key, source.data, source.path) for source in sources]
+                spool_arg = str(spool) if SPOOL else None
+                keys = room_keys(room_id)
+                window.append((sources, pool.submit(read_files, spool_arg, room_id, keys, files)))
+
             for source in _sources(bucket, items):
+                if group and (
+                    source.error
+                    or source.name.room_id != group[0].name.room_id
+                    or len(group) >= GROUP_FILES
+                    or group_bytes + source.obj.size > GROUP_BYTES
+                ):
+                    send(group)
+                    group, group_bytes = [], 0
                 if source.error:
-                    future: Future[FileResult] = Future()
-                    future.set_result(_unreadable(source))
+                    unreadable: Future[list[FileResult]] = Future()
+                    unreadable.set_result([_unreadable(source)])
+                    window.append(([source], unreadable))
                 else:
-                    future = (
-                        pool.submit(read_file_spooled, str(spool), *arguments(source))
-                        if SPOOL
-                        else pool.submit(read_file, *arguments(source))
-                    )
-                window.append((source, future))
-                while len(window) > cpu * WINDOW_PER_WORKER or (window and window[0][1].done()):
-                    head, head_future = window.popleft()
-                    yield finish(head, load_spooled(head_future.result()))
+                    group.append(source)
+                    group_bytes += source.obj.size
+                while window and (
+                    sum(len(sources) for sources, _ in window) > cpu * WINDOW_PER_WORKER
+                    or window[0][1].done()
+                ):
+                    yield from results_of(*window.popleft())
+            if group:
+                send(group)
             while window:
-                head, head_future = window.popleft()
-                yield finish(head, load_spooled(head_future.result()))
+                yield from results_of(*window.popleft())
     finally:
         shutil.rmtree(spool, ignore_errors=True)
         with contextlib.suppress(OSError):  # left while another sync spools there

@@ -97,7 +97,7 @@ class FileResult:
     lines_end_ts: int | None = None
     error: str | None = None
     published_keys: list[tuple[str, str]] = field(default_factory=list)
-    events_file: str | None = None  # the events, spooled by a worker (read_file_spooled)
+    events_file: str | None = None  # the events, spooled by a worker (read_files)
 
     @property
     def event_count(self) -> int:
@@ -292,27 +292,46 @@ _SPOOLED = itertools.count()
 SPOOL_ROWS = 64
 
 
-def read_file_spooled(spool: str, *args: Any) -> FileResult:
-    """``read_file`` in a worker process, its events left in an Arrow file in ``spool``.
+def read_files(
+    spool: str | None,
+    room_id: str,
+    candidates: Mapping[str, Sequence[str]],
+    files: Sequence[tuple[str, bytes | None, str | None]],
+) -> list[FileResult]:
+    """``read_file`` over some files of one room, ``(key, data, path)`` each, in a worker.
 
-    The main process maps that file (``load_spooled``) instead of receiving a pickled copy
-    through a pipe: a large sync moves about a kilobyte per event, and reading, unpickling
+    Small files go to a worker several at a time, so the pipe, the pickling and the task
+    bookkeeping are paid once per group: a backlog of one-event files is verified on
+    every core too. A key a file publishes is a candidate for the group's later files.
+    With a ``spool`` folder, a file's events of SPOOL_ROWS rows or more are left there in
+    an Arrow file, which the main process maps (``load_spooled``) instead of receiving a
+    pickled copy: a large sync moves about a kilobyte per event, and reading, unpickling
     and pickling it cost the main process and the workers more than writing and mapping.
     """
-    # Parsing a file makes tens of thousands of dicts, freed by reference counting; the
-    # cycle collector's passes over them were ~7% of a worker's time outside Ed25519.
+    known = {sender: list(keys) for sender, keys in candidates.items()}
+    results = []
+    # Parsing makes tens of thousands of dicts, freed by reference counting; the cycle
+    # collector's passes over them were ~7% of a worker's time outside Ed25519.
     gc.disable()
     try:
-        result = read_file(*args)
+        for key, data, path in files:
+            result = read_file(key, room_id, data, path, known)
+            for sender, published in result.published_keys:
+                keys = known.setdefault(sender, [])
+                if published not in keys:
+                    keys.append(published)
+            results.append(result)
     finally:
         gc.enable()
-    if result.rows and len(result.rows) >= SPOOL_ROWS:
-        events = events_table([(result.key, result.rows)])
-        target = os.path.join(spool, f"{os.getpid()}-{next(_SPOOLED)}.arrow")
-        with pa.OSFile(target, "wb") as sink, pa.ipc.new_file(sink, events.schema) as out:
-            out.write_table(events)
-        result.rows, result.events_file = None, target
-    return result
+    if spool is not None:
+        for result in results:
+            if result.rows and len(result.rows) >= SPOOL_ROWS:
+                events = events_table([(result.key, result.rows)])
+                target = os.path.join(spool, f"{os.getpid()}-{next(_SPOOLED)}.arrow")
+                with pa.OSFile(target, "wb") as sink, pa.ipc.new_file(sink, events.schema) as out:
+                    out.write_table(events)
+                result.rows, result.events_file = None, target
+    return results
 
 
 def load_spooled(result: FileResult) -> FileResult:

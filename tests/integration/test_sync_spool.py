@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_sync_support import events_set, generated_bucket
+from test_sync_support import events_set, generated_bucket, trust_map
 
 from bucketchat.storage import LocalBucket
 from bucketchat.sync import pull as pull_module
@@ -46,3 +46,15 @@ def test_a_pooled_sync_leaves_no_spool_and_clears_that_of_a_dead_sync(tmp_path: 
     assert not (tmp_path / SPOOL_FOLDER).exists()
     pull(LocalBucket(root), single, workers=1)
     assert events_set(pooled) == events_set(single)
+    assert trust_map(pooled) == trust_map(single)
+
+
+def test_a_group_of_files_sent_to_a_worker_verifies_with_the_keys_it_publishes(tmp_path: Path):
+    """The first file of each sender in a room publishes the key; the files after it in
+    the same group are verified with that key at once, not later in the main process."""
+    root = tmp_path / "bucket"
+    paths = generated_bucket(root, files=12, events_per_file=4, rooms=("alpha",))
+    files = [(str(path.relative_to(root)), None, str(path)) for path in paths]
+    results = reader.read_files(None, "alpha", {}, sorted(files))
+    assert [len(result.rows or ()) for result in results] == [4] * 12
+    assert all(row[12] is not None for result in results for row in result.rows or ())
