@@ -307,6 +307,21 @@ def test_sync_json_stays_one_document_with_a_progress_bar(tmp_path: Path):
     assert report["events_rejected"] == 40
 
 
+def test_the_sync_progress_bar_is_told_the_end_and_not_every_file():
+    from bucketchat.cli.sync import progress_bar
+
+    update, bar = progress_bar()
+    try:
+        update(1, 1_000, 3)
+        update(2, 1_000, 6)  # within PROGRESS_SECONDS of the first: not passed on
+        (task,) = bar.tasks
+        assert (task.completed, task.fields["events"]) == (1, 3)
+        update(1_000, 1_000, 3_000)  # the last file always is
+        assert (task.completed, task.fields["events"]) == (1_000, 3_000)
+    finally:
+        bar.stop()
+
+
 # ---------------------------------------------------------------- the demo
 
 
