@@ -21,7 +21,6 @@ from typing import Any
 
 from bucketchat import config
 from bucketchat.config import OidcIssuer
-from bucketchat.protocol.signing import PUBLIC_KEY_BYTES, strict_b64decode
 
 IAT_GRACE_MS = 5 * 60 * 1000
 FETCH_TIMEOUT_SECONDS = 10
@@ -29,6 +28,8 @@ ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"]
 
 
 def key_nonce(public_key: str) -> str:
+    from bucketchat.protocol.signing import PUBLIC_KEY_BYTES, strict_b64decode
+
     raw = strict_b64decode(public_key, PUBLIC_KEY_BYTES) or b""
     return base64.urlsafe_b64encode(hashlib.sha256(raw).digest()).rstrip(b"=").decode("ascii")
 

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 from bucketchat.cache import open_cache
 from bucketchat.errors import BucketError, UploadFailed, UsageError
 from bucketchat.protocol.naming import check_room_id, metadata_path
-from bucketchat.protocol.signing import SigningKey
 from bucketchat.storage import Bucket
 from bucketchat.sync.pull import Progress, SyncReport, pull
 from bucketchat.sync.push import push
@@ -23,6 +22,7 @@ from bucketchat.timeutil import now_ms, utc_now
 
 if TYPE_CHECKING:
     from bucketchat.compose import Composed
+    from bucketchat.protocol.signing import SigningKey
     from bucketchat.sync.keys import AttestationCheck
 
 

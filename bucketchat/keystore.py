@@ -22,11 +22,13 @@ import os
 import secrets
 import sys
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bucketchat import config
 from bucketchat.errors import BadIdentifier, KeystoreError, MissingSetting, UsageError
-from bucketchat.protocol.signing import SigningKey, fingerprint, public_key_problem
+
+if TYPE_CHECKING:
+    from bucketchat.protocol.signing import SigningKey
 
 KEYRING_SERVICE = "bucketchat"
 # Device keys sit under their own prefix in the service so tokens (auth.py) can share it.
@@ -414,6 +416,8 @@ def load_device_key(user_id: str, store: Keystore | None = None) -> SigningKey:
             f"no device key for {user_id}: run `bucketchat keys init --user {user_id}`"
         )
     try:
+        from bucketchat.protocol.signing import SigningKey
+
         return SigningKey(seed)
     except ValueError as exc:
         raise KeystoreError(
@@ -429,6 +433,8 @@ def store_device_key(
     store = store if store is not None else open_keystore()
     existing = store.get_seed(user_id)
     if existing is not None and existing != key.seed and not replace:
+        from bucketchat.protocol.signing import SigningKey
+
         raise UsageError(
             f"{user_id} already has a device key ({SigningKey(existing).public_key}): pass "
             "--force to replace it (events it signed stay valid; it can sign no more here)"
@@ -441,6 +447,8 @@ def create_device_key(
     user_id: str, store: Keystore | None = None, replace: bool = False
 ) -> SigningKey:
     """Make a new device key for ``user_id``; an existing one is replaced only if asked."""
+    from bucketchat.protocol.signing import SigningKey
+
     return store_device_key(user_id, SigningKey.generate(), store, replace=replace)
 
 
@@ -492,6 +500,8 @@ def pinned_keys() -> dict[str, list[str]]:
 def pin_key(sender_id: str, public_key: str) -> bool:
     """Pin ``public_key`` for ``sender_id``; True if it was new. Weak keys are refused."""
     check_user_id(sender_id)
+    from bucketchat.protocol.signing import public_key_problem
+
     problem = public_key_problem(public_key)
     if problem is not None:
         raise BadIdentifier(f"cannot pin that key for {sender_id}: {problem}")
@@ -539,9 +549,13 @@ def import_private_pem(data: bytes, passphrase: bytes) -> SigningKey:
         raise UsageError(f"cannot read the key file: {exc}") from exc
     if not isinstance(private, Ed25519PrivateKey):
         raise UsageError("the key file holds no Ed25519 key")
+    from bucketchat.protocol.signing import SigningKey
+
     return SigningKey(private.private_bytes_raw())
 
 
 def describe_key(key: SigningKey) -> dict[str, str]:
     """What may be shown of a key: public key and fingerprint, never the seed."""
+    from bucketchat.protocol.signing import fingerprint
+
     return {"public_key": key.public_key, "fingerprint": fingerprint(key.public_key)}

@@ -17,7 +17,6 @@ from pathlib import Path
 from bucketchat.cache import open_cache
 from bucketchat.errors import BucketError, ObjectExists, UploadFailed
 from bucketchat.protocol.naming import client_id_for, log_file_path
-from bucketchat.protocol.signing import fingerprint
 from bucketchat.storage import Bucket
 from bucketchat.timeutil import utc_now
 
@@ -44,6 +43,8 @@ class Pending:
 
 def file_for(events: list[Pending], attempt: int) -> tuple[str, bytes]:
     first = events[0]
+    from bucketchat.protocol.signing import fingerprint
+
     client_id = client_id_for(first.sender_id, fingerprint(first.device_key))
     if attempt:
         client_id = f"{client_id}_{attempt}"

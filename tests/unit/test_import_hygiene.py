@@ -39,11 +39,13 @@ def test_core_module_does_not_import_ui_libraries(module: str) -> None:
 
 
 def test_a_no_change_sync_path_does_not_import_heavy_libraries() -> None:
-    """What a quiet sync needs must not pull pyarrow, pydantic or the cloud SDKs."""
+    """What a quiet sync needs must not pull pyarrow, pydantic, libsodium (PyNaCl), the
+    line parser or the cloud SDKs."""
     probe = (
-        "import sys, bucketchat.sync.pull, bucketchat.client, bucketchat.cli.session; "
-        "print(','.join(m for m in ('pyarrow', 'pydantic', 'boto3', 'google.cloud.storage', "
-        "'azure.storage.blob') if m in sys.modules))"
+        "import sys, bucketchat.sync.pull, bucketchat.client, bucketchat.cli.session, "
+        "bucketchat.keystore, bucketchat.auth; "
+        "print(','.join(m for m in ('pyarrow', 'pydantic', 'nacl', 'bucketchat.protocol.lines', "
+        "'boto3', 'google.cloud.storage', 'azure.storage.blob') if m in sys.modules))"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
