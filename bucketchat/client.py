@@ -17,7 +17,6 @@ from bucketchat.errors import BucketError, UploadFailed, UsageError
 from bucketchat.protocol.naming import check_room_id, metadata_path
 from bucketchat.storage import Bucket
 from bucketchat.sync.pull import Progress, SyncReport, pull
-from bucketchat.sync.push import push
 from bucketchat.timeutil import now_ms, utc_now
 
 if TYPE_CHECKING:
@@ -42,7 +41,6 @@ class Client:
         self, room: str | None = None, progress: Progress | None = None, workers: int | None = None
     ) -> SyncReport:
         """Upload what waits in the outbox, then ingest the bucket (or one room)."""
-        push(self.bucket, self.cache_path)
         return pull(
             self.bucket,
             self.cache_path,
@@ -51,6 +49,7 @@ class Client:
             check_attestation=self.check_attestation,
             progress=progress,
             workers=workers,
+            upload_outbox=True,
         )
 
     def _identity(self) -> tuple[str, SigningKey]:

@@ -149,8 +149,17 @@ def pull(
     check_attestation: AttestationCheck | None = None,
     progress: Progress | None = None,
     workers: int | None = None,
+    upload_outbox: bool = False,
 ) -> SyncReport:
-    """Ingest what is new in the bucket (or one room of it) into the cache."""
+    """Ingest what is new in the bucket (or one room of it) into the cache.
+
+    With ``upload_outbox``, what waits in the outbox is uploaded first (sync.push). Whether
+    anything waits is read in the same open of the cache as the plan, so a quiet re-sync
+    opens it once (~15 ms each); if something does, it is uploaded and the bucket listed
+    again.
+    """
+    from bucketchat.sync.push import push, waiting
+
     started = time.perf_counter()
     report = SyncReport()
     pinned = dict(pinned or {})
@@ -159,25 +168,45 @@ def pull(
 
         check_attestation = AttestationVerifier([])  # no issuer is trusted
     prefix = f"rooms/{room}/" if room else "rooms/"
+
+    def _pull_again() -> SyncReport:  # after uploading the outbox: list the bucket again
+        return pull(
+            bucket,
+            cache_path,
+            room=room,
+            pinned=pinned,
+            check_attestation=check_attestation,
+            progress=progress,
+            workers=workers,
+        )
+
     try:
         listing = list(bucket.list(prefix))
-    except BucketNotFound:
-        if room:
-            listing = []
-        else:
+    except BucketError as exc:
+        # as if the outbox were uploaded before the listing: its error comes first, and
+        # what it uploads can make the bucket listable (a local folder it creates)
+        if upload_outbox and push(bucket, cache_path):
+            return _pull_again()
+        if not (room and isinstance(exc, BucketNotFound)):
             raise
+        listing = []
     with open_cache(cache_path) as cache:
-        unchanged, known = _known_files(cache, listing, prefix)
-        plan = _plan(listing, known, prefix, unchanged)
-        report.files_scanned = plan.scanned
-        keys_fingerprint = _fingerprint(pinned, check_attestation)
-        keys_changed = cache.meta("keys_fingerprint") != keys_fingerprint
-        if plan.idle and not keys_changed:
-            report.seconds = time.perf_counter() - started
-            return report
-        empty = cache.con.execute(ANY_EVENT).fetchone() is None
-        findings_before = {} if empty else dict(cache.con.execute(FINDING_COUNTS).fetchall())
-        candidates = _published_keys(cache, pinned)
+        pending = waiting(cache) if upload_outbox else []
+        if not pending:
+            unchanged, known = _known_files(cache, listing, prefix)
+            plan = _plan(listing, known, prefix, unchanged)
+            report.files_scanned = plan.scanned
+            keys_fingerprint = _fingerprint(pinned, check_attestation)
+            keys_changed = cache.meta("keys_fingerprint") != keys_fingerprint
+            if plan.idle and not keys_changed:
+                report.seconds = time.perf_counter() - started
+                return report
+            empty = cache.con.execute(ANY_EVENT).fetchone() is None
+            findings_before = {} if empty else dict(cache.con.execute(FINDING_COUNTS).fetchall())
+            candidates = _published_keys(cache, pinned)
+    if pending:
+        push(bucket, cache_path, pending)
+        return _pull_again()
 
     touched_rooms: set[str] = set()
     local = isinstance(bucket, LocalBucket)

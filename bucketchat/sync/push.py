@@ -14,7 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from bucketchat.cache import open_cache
+from bucketchat.cache import Cache, open_cache
 from bucketchat.errors import BucketError, ObjectExists, UploadFailed
 from bucketchat.protocol.naming import client_id_for, log_file_path
 from bucketchat.storage import Bucket
@@ -72,10 +72,16 @@ def upload(bucket: Bucket, events: list[Pending]) -> str:
     )
 
 
-def push(bucket: Bucket, cache_path: Path) -> list[str]:
-    """Upload every pending outbox event; returns the keys written."""
-    with open_cache(cache_path) as cache:
-        pending = [Pending(*row) for row in cache.con.execute(PENDING).fetchall()]
+def waiting(cache: Cache) -> list[Pending]:
+    """The outbox events not uploaded yet, oldest first."""
+    return [Pending(*row) for row in cache.con.execute(PENDING).fetchall()]
+
+
+def push(bucket: Bucket, cache_path: Path, pending: list[Pending] | None = None) -> list[str]:
+    """Upload every pending outbox event (or those given); returns the keys written."""
+    if pending is None:
+        with open_cache(cache_path) as cache:
+            pending = waiting(cache)
     if not pending:
         return []
     groups: dict[tuple[str, str], list[Pending]] = defaultdict(list)
@@ -89,9 +95,9 @@ def push(bucket: Bucket, cache_path: Path) -> list[str]:
         except (BucketError, UploadFailed) as exc:
             with open_cache(cache_path) as cache:
                 cache.con.executemany(MARK_FAILED, [[str(exc), e.outbox_id] for e in events])
-            waiting = len(pending) - uploaded
+            left = len(pending) - uploaded
             raise UploadFailed(
-                f"upload to {bucket.url} failed ({exc}); {waiting} event(s) wait in the outbox "
+                f"upload to {bucket.url} failed ({exc}); {left} event(s) wait in the outbox "
                 "and the next command retries them"
             ) from exc
         with open_cache(cache_path) as cache:

@@ -91,6 +91,29 @@ def test_a_failed_send_exits_3_with_one_line_about_the_outbox(
     assert "unexpected" not in line
 
 
+def test_a_sync_uploads_the_waiting_events_then_ingests_them_in_the_same_run(
+    blocked_bucket: tuple[Path, Path, Path],
+):
+    """sync reads the outbox in the same open of the cache as its plan; when events wait,
+    it uploads them and lists the bucket again, so they are ingested at once."""
+    blocker, root, db = blocked_bucket
+    common = ["--bucket", str(root), "--db", str(db)]
+    assert bucketchat("send", "yard", "stuck for a while", *common).code == 3
+    ran = bucketchat("sync", *common)
+    assert ran.code == 3, ran.err  # still blocked: the upload's error, about the outbox
+    (line,) = error_lines(ran.err)
+    assert "outbox" in line
+    assert len(pending(db)) == 2
+
+    blocker.unlink()
+    ran = bucketchat("sync", "--json", *common)
+    assert ran.code == 0, ran.err
+    assert json.loads(ran.out)["events_ingested"] == 2
+    assert pending(db) == []
+    bodies = query(db, "SELECT body FROM events WHERE type = 'm.room.message'")
+    assert bodies == [("stuck for a while",)]
+
+
 # ---------------------------------------------------------------- failed uploads, Client
 
 
