@@ -167,6 +167,10 @@ def write_results(results: dict[str, object], options: argparse.Namespace) -> No
             f"| no-change re-sync of {many['files']:,} files | {many['resync_ms']} ms vs "
             f"`--version` {many['version_ms']} ms: **+{many['over_version_ms']} ms** | ≤ +300 ms |"
         )
+        lines.append(
+            f"| first sync of those {many['files']:,} small files | "
+            f"{many['first_sync_seconds']} s | — |"
+        )
     section = "\n".join(lines) + "\n"
     start = text.find("## Sync")
     if start == -1:
