@@ -411,6 +411,19 @@ def _read_all(
         shutil.rmtree(spool, ignore_errors=True)
         with contextlib.suppress(OSError):  # left while another sync spools there
             spool.parent.rmdir()
+        _stop_forkserver()
+
+
+def _stop_forkserver() -> None:
+    """Stop the process that forked the workers: it holds the reader's imports (~86 MiB)
+    through the timeline and index steps, where a big sync peaks. multiprocessing has no
+    public call for it; ``_stop`` is the one its own tests use, and the next pool starts
+    a new server."""
+    from multiprocessing import forkserver
+
+    stop = getattr(getattr(forkserver, "_forkserver", None), "_stop", None)
+    if callable(stop):
+        stop()
 
 
 SPOOL_FOLDER = ".bucketchat-spool"  # beside the cache; one folder per running sync

@@ -43,6 +43,10 @@ def test_a_pooled_sync_leaves_no_spool_and_clears_that_of_a_dead_sync(tmp_path: 
     report = pull(LocalBucket(root), pooled, workers=2)
     assert report.events_ingested == 40 * (reader.SPOOL_ROWS + 6) + 30 * 5
     assert spooled.count(True) == 40 and spooled.count(False) == 30
+    # the workers' fork server is gone too: it would hold ~86 MiB through the index build
+    from multiprocessing import forkserver
+
+    assert forkserver._forkserver._forkserver_pid is None
     assert not (tmp_path / SPOOL_FOLDER).exists()
     pull(LocalBucket(root), single, workers=1)
     assert events_set(pooled) == events_set(single)
