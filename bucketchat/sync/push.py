@@ -42,9 +42,9 @@ class Pending:
 
 
 def file_for(events: list[Pending], attempt: int) -> tuple[str, bytes]:
-    first = events[0]
     from bucketchat.protocol.signing import fingerprint
 
+    first = events[0]
     client_id = client_id_for(first.sender_id, fingerprint(first.device_key))
     if attempt:
         client_id = f"{client_id}_{attempt}"
