@@ -307,6 +307,35 @@ def test_event_id_conflict(tmp_path: Path):
     assert kinds(cache) == {"event_id_conflict": 2}
 
 
+def test_an_invalid_event_never_makes_an_event_id_conflict(tmp_path: Path):
+    """Only valid events conflict: a forged copy under a taken event_id is a bad_signature,
+    and the event it copies the id of stays clean unless a valid event shares the id."""
+    from test_sync_support import MALLORY, seed_of, sign
+
+    root, cache = tmp_path / "bucket", tmp_path / "cache.duckdb"
+    alice, bob = Author.of(ALICE), Author.of(BOB)
+    lone_id = "room::20260101T000002.000Z::0b3510b0-0000-4000-8000-000000000002"
+    shared_id = "room::20260101T000003.000Z::0b3510b0-0000-4000-8000-000000000003"
+    a = [
+        alice.join("room", BASE_MS),
+        alice.message("room", BASE_MS + 1000, "only valid one", event_id=lone_id),
+        alice.message("room", BASE_MS + 2000, "mine", event_id=shared_id),
+    ]
+    b = [
+        bob.join("room", BASE_MS + 5),
+        bob.message("room", BASE_MS + 2000, "no, mine", event_id=shared_id),
+    ]
+    forged = bob.message("room", BASE_MS + 1000, "forged", event_id=lone_id, prev=None)
+    unsigned = {key: value for key, value in forged.items() if key != "signature"}
+    b.append(sign(unsigned, seed_of(MALLORY)))  # bob's name, not bob's key
+    write_events(root, "room", a, alice.client_id)
+    write_events(root, "room", b, bob.client_id)
+    sync(root, cache)
+    rows = findings_of(cache, "event_id_conflict")
+    assert sorted((r[2], r[3]) for r in rows) == [(ALICE, shared_id), (BOB, shared_id)]
+    assert kinds(cache).get("bad_signature") == 1
+
+
 def test_unauthorized_relation(tmp_path: Path):
     root, cache = tmp_path / "bucket", tmp_path / "cache.duckdb"
     alice, bob = Author.of(ALICE), Author.of(BOB)
