@@ -10,7 +10,9 @@ arrives later verifies events stored earlier.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -27,10 +29,17 @@ WHERE room_id = ? AND type = 'm.room.member' AND public_key IS NOT NULL
 ORDER BY sender_id, public_key
 """
 UNVERIFIED_WITH_NEW_KEYS = """
-SELECT e.raw, e.sender_id, e.event_hash
+SELECT e.raw, e.sender_id, e.event_hash, e.seq
 FROM event_rows e JOIN candidate_counts c ON c.sender_id = e.sender_id
-WHERE e.room_id = ? AND e.signer_key IS NULL AND e.keys_tried < c.keys
+WHERE e.room_id = ? AND e.signer_key IS NULL AND e.keys_tried < c.keys AND e.seq > ?
+ORDER BY e.seq LIMIT ?
 """
+# A key that arrives after a big backlog (say, pinned after a first sync of a million
+# one-event files) verifies it all again: a chunk at a time, so memory stays bounded (the
+# raw lines of a million events are ~600 MB as Python strings), and on every core for a
+# big chunk (Ed25519 and the parser ~60 µs an event; the workers start in ~0.5 s).
+LATE_CHUNK_ROWS = 50_000
+LATE_POOL_ROWS = 20_000
 # One statement for all of a room's re-verified events, from a registered Arrow table: an
 # UPDATE per event cost ~0.8 ms, so 100,000 events stored before their senders' keys
 # took over a minute to settle. A row is one copy of an event: (hash, signature).
@@ -82,14 +91,46 @@ def verify_late(cache: Cache, room_id: str, candidates: Mapping[str, list[str]])
             "keys": [ring.count(sender) for sender in candidates],
         }
     )
-    cache.con.register("candidate_counts", counts)
-    try:
-        rows = cache.con.execute(UNVERIFIED_WITH_NEW_KEYS, [room_id]).fetchall()
-    finally:
-        cache.con.unregister("candidate_counts")
-    if not rows:
-        return 0
-    results = verify_again(rows, candidates)
+    cpu = os.cpu_count() or 1
+    found = 0
+    after = -1  # the last seq read: rows that do not parse stay unverified and come back
+    with contextlib.ExitStack() as stack:
+        cache.con.register("candidate_counts", counts)
+        stack.callback(cache.con.unregister, "candidate_counts")
+        pool = None
+        while True:
+            chunk = cache.con.execute(
+                UNVERIFIED_WITH_NEW_KEYS, [room_id, after, LATE_CHUNK_ROWS]
+            ).fetchall()
+            if not chunk:
+                break
+            after = chunk[-1][3]
+            lines = [(raw, sender, digest) for raw, sender, digest, _ in chunk]
+            if cpu > 1 and len(lines) >= LATE_POOL_ROWS:
+                if pool is None:
+                    from bucketchat.sync.pull import worker_pool
+
+                    pool = stack.enter_context(worker_pool(cpu))
+                parts = [lines[index::cpu] for index in range(cpu)]
+                results = [
+                    outcome
+                    for part in pool.map(verify_again, parts, [candidates] * cpu)
+                    for outcome in part
+                ]
+            else:
+                results = verify_again(lines, candidates)
+            found += _store_outcomes(cache, room_id, results)
+            if len(chunk) < LATE_CHUNK_ROWS:
+                break
+    return found
+
+
+def _store_outcomes(
+    cache: Cache, room_id: str, results: list[tuple[str, str, str | None, int]]
+) -> int:
+    """Write what verifying again found (signer or None, keys tried); the number signed."""
+    import pyarrow as pa
+
     digests, signatures, signers, tried = zip(*results, strict=True) if results else ((),) * 4
     outcome = pa.table(
         {

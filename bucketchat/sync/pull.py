@@ -358,11 +358,8 @@ def _read_all(
             yield finish(source, read_file(source.obj.key, room_id, source.data, source.path, keys))
         return
 
-    import multiprocessing
     import shutil
 
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["bucketchat.sync.reader"])
     spool = _spool_folder(spool_parent)
     window: deque[tuple[list[_Source], Future[list[FileResult]]]] = deque()
     group: list[_Source] = []
@@ -373,7 +370,7 @@ def _read_all(
             yield finish(source, load_spooled(result))
 
     try:
-        with ProcessPoolExecutor(max_workers=cpu, mp_context=context) as pool:
+        with worker_pool(cpu) as pool:
 
             def send(sources: list[_Source]) -> None:
                 room_id = sources[0].name.room_id
@@ -411,6 +408,20 @@ def _read_all(
         shutil.rmtree(spool, ignore_errors=True)
         with contextlib.suppress(OSError):  # left while another sync spools there
             spool.parent.rmdir()
+
+
+@contextlib.contextmanager
+def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """Verify workers, forked from a server that has the reader imported; the server
+    stops when the pool closes."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["bucketchat.sync.reader"])
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            yield pool
+    finally:
         _stop_forkserver()
 
 

@@ -208,6 +208,31 @@ def test_a_late_key_verifies_the_authentic_copy_of_an_event_and_not_a_forged_one
     assert kinds(cache).get("bad_signature") == 1
 
 
+@pytest.mark.parametrize("pool_rows", [2, 1_000], ids=["workers", "here"])
+def test_a_late_key_verifies_a_backlog_a_chunk_at_a_time(
+    pool_rows: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Events verified again when their key arrives are read a chunk at a time (chunks
+    of 3 here), and verified on the workers when a chunk is big enough."""
+    from bucketchat.sync import keys as sync_keys
+
+    monkeypatch.setattr(sync_keys, "LATE_CHUNK_ROWS", 3)
+    monkeypatch.setattr(sync_keys, "LATE_POOL_ROWS", pool_rows)
+    root, cache = tmp_path / "bucket", tmp_path / "cache.duckdb"
+    bob = Author.of(BOB)
+    join = bob.join("alpha", BASE_MS)
+    messages = [bob.message("alpha", BASE_MS + 10 * n, f"m{n}") for n in range(1, 11)]
+    write_events(root, "alpha", messages, bob.client_id)
+    pull(LocalBucket(root), cache)
+    assert set(by_body(cache).values()) == {"unverified"}
+
+    write_events(root, "alpha", [join], bob.client_id)
+    pull(LocalBucket(root), cache)
+    assert by_body(cache) == {f"m{n}": "tofu" for n in range(1, 11)}
+    assert query(cache, "SELECT count(*) FROM event_rows WHERE signer_key IS NULL") == [(0,)]
+    assert kinds(cache) == {}
+
+
 def test_a_pinned_key_outranks_a_key_that_came_first(
     source: tuple[Path, dict[str, Path]], tmp_path: Path
 ):
