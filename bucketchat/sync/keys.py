@@ -80,8 +80,14 @@ def candidate_keys(
     return dict(candidates)
 
 
-def verify_late(cache: Cache, room_id: str, candidates: Mapping[str, list[str]]) -> int:
-    """Verify again the room's unverified events whose sender has gained candidate keys."""
+def verify_late(
+    cache: Cache,
+    room_id: str,
+    candidates: Mapping[str, list[str]],
+    workers: int | None = None,
+) -> int:
+    """Verify again the room's unverified events whose sender has gained candidate keys
+    (on up to ``workers`` processes, as the sync that read them; None: every core)."""
     import pyarrow as pa
 
     ring = KeyRing(candidates)
@@ -91,7 +97,7 @@ def verify_late(cache: Cache, room_id: str, candidates: Mapping[str, list[str]])
             "keys": [ring.count(sender) for sender in candidates],
         }
     )
-    cpu = os.cpu_count() or 1
+    cpu = workers if workers is not None else (os.cpu_count() or 1)
     found = 0
     after = -1  # the last seq read: rows that do not parse stay unverified and come back
     with contextlib.ExitStack() as stack:
@@ -162,11 +168,12 @@ def refresh_room_keys(
     room_id: str,
     pinned: Mapping[str, list[str]],
     check_attestation: AttestationCheck,
+    workers: int | None = None,
 ) -> None:
     """Re-decide one room's keys and store the outcome (inside the caller's transaction)."""
     senders = {row[0] for row in cache.con.execute(ROOM_SENDERS, [room_id]).fetchall()}
     room_pinned = {sender: keys for sender, keys in pinned.items() if sender in senders}
-    verify_late(cache, room_id, candidate_keys(cache, room_id, room_pinned))
+    verify_late(cache, room_id, candidate_keys(cache, room_id, room_pinned), workers)
 
     key_events = []
     attestation_updates = []

@@ -225,7 +225,7 @@ def pull(
             from bucketchat.sync.keys import refresh_room_keys
 
             for room_id in sorted(rooms):
-                refresh_room_keys(cache, room_id, pinned, check_attestation)
+                refresh_room_keys(cache, room_id, pinned, check_attestation, workers)
             cache.set_meta("keys_fingerprint", keys_fingerprint)
         from bucketchat.query_state import after_ingest
 
