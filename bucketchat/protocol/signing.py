@@ -23,11 +23,11 @@ SEED_BYTES = 32
 
 def strict_b64decode(text: str, length: int) -> bytes | None:
     """Decode canonical padded standard base64 of exactly ``length`` bytes, else None."""
-    try:
-        raw = base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError):
+    try:  # what base64.b64decode(validate=True) calls, without its wrapper (once an event)
+        raw = binascii.a2b_base64(text, strict_mode=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError, TypeError):
         return None
-    if len(raw) != length or base64.b64encode(raw).decode("ascii") != text:
+    if len(raw) != length or binascii.b2a_base64(raw, newline=False).decode("ascii") != text:
         return None
     return raw
 
