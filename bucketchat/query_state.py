@@ -539,14 +539,6 @@ def _refresh_rooms(
     return sum(changed for _, changed in counts.values())
 
 
-def after_ingest(cache: Cache) -> None:
-    """The post-sync hook: timeline rows, then the search index, catch up with the cache."""
-    refresh(cache)
-    from bucketchat.fulltext import update_index
-
-    update_index(cache)
-
-
 def ensure_fresh(path: Path, *, wait_seconds: float | None = None) -> None:
     """Refresh the rows (and the search index) of the cache at ``path`` if they lag behind.
 

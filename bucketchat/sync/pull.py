@@ -227,14 +227,22 @@ def pull(
             for room_id in sorted(rooms):
                 refresh_room_keys(cache, room_id, pinned, check_attestation, workers)
             cache.set_meta("keys_fingerprint", keys_fingerprint)
-        from bucketchat.query_state import after_ingest
+        from bucketchat.query_state import refresh
 
         # The timeline rows and the search index need memory of their own (tantivy's heap,
         # rows in Python) on top of DuckDB's pages, so DuckDB gets less here: 384 MB kept
         # a cold sync of 1M events under 1 GiB (910 MiB at peak against 1,045 MiB at
         # 512 MB) for ~2 s more.
         cache.con.execute(TAIL_MEMORY_LIMIT)
-        after_ingest(cache)  # the timeline rows and the search index catch up
+        refresh(cache)  # the timeline rows catch up
+    # The search index and the findings only read the cache, and a read-only open lets
+    # `log` and `sql` in meanwhile: after a cold sync of 1M events the cache was held
+    # ~15 s, longer than a reader waits for it (cache.DEFAULT_WAIT_SECONDS), and is ~6 s.
+    from bucketchat.fulltext import update_index
+
+    with open_cache(cache_path, read_only=True) as cache:
+        cache.con.execute(TAIL_MEMORY_LIMIT)
+        update_index(cache)
         findings_after = dict(cache.con.execute(FINDING_COUNTS).fetchall())
     report.findings = {
         kind: count - findings_before.get(kind, 0)

@@ -322,7 +322,7 @@ def test_a_crash_before_the_refresh_heals_on_the_next_open(
     chat.flush()
     from unittest import mock
 
-    with mock.patch("bucketchat.query_state.after_ingest"):
+    with mock.patch("bucketchat.query_state.refresh"):
         pull(LocalBucket(chat.root), db, workers=1)
     with open_cache(db, read_only=True) as cache:
         assert not query_state.is_fresh(cache)

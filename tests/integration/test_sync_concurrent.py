@@ -76,3 +76,43 @@ def test_two_syncs_started_together_lose_nothing(
     assert trust_map(db) == clean[2]
     assert query(db, "SELECT count(*) FROM duplicate_lines") == [(0,)]
     assert query(db, "SELECT count(*) FROM files WHERE state = 'ingested'") == [(450,)]
+
+
+READ_EVENTS = """
+import sys
+from pathlib import Path
+from bucketchat.cache import open_cache
+with open_cache(Path(sys.argv[1]), read_only=True, wait_seconds=0.5) as cache:
+    print(cache.con.execute("SELECT count(*) FROM event_rows").fetchone()[0])
+"""
+
+
+def test_readers_get_in_while_a_sync_builds_its_search_index(tmp_path: Path) -> None:
+    """The index and the findings only read the cache, so a sync holds it read-only then."""
+    from unittest import mock
+
+    from bucketchat import fulltext
+
+    root = tmp_path / "bucket"
+    generated_bucket(root, files=3, events_per_file=5, seed=3)
+    db = tmp_path / "cache.duckdb"
+    seen: list[subprocess.CompletedProcess[str]] = []
+    real_update = fulltext.update_index
+
+    def update_while_reading(cache: Any, **kwargs: Any) -> int:
+        seen.append(
+            subprocess.run(
+                [sys.executable, "-c", READ_EVENTS, str(db)],
+                capture_output=True,
+                text=True,
+                cwd=PROJECT,
+                timeout=60,
+            )
+        )
+        return real_update(cache, **kwargs)
+
+    with mock.patch.object(fulltext, "update_index", update_while_reading):
+        report = pull(LocalBucket(root), db, workers=1)
+    assert len(seen) == 1
+    assert seen[0].returncode == 0, seen[0].stderr
+    assert int(seen[0].stdout) == report.events_ingested == 15
