@@ -14,10 +14,11 @@ import contextlib
 import json
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
-from bucketchat.cache import Cache
+from bucketchat.cache import Cache, open_cache
 from bucketchat.protocol.trust import KeyEvent, resolve_keys
 from bucketchat.sync.reader import KeyRing, verify_again
 
@@ -61,6 +62,7 @@ UPDATE event_rows SET attestation_ok = ?, attestation_detail = ?
 WHERE room_id = ? AND event_hash = ?
 """
 ROOM_SENDERS = "SELECT DISTINCT sender_id FROM event_rows WHERE room_id = ?"
+ALL_ROOMS = "SELECT DISTINCT room_id FROM event_rows"
 CLEAR_ROOM_KEYS = (
     "DELETE FROM key_state WHERE room_id = ?",
     "DELETE FROM invalid_member_events WHERE room_id = ?",
@@ -80,6 +82,75 @@ def candidate_keys(
     return dict(candidates)
 
 
+def room_candidate_keys(
+    cache: Cache, room_id: str, pinned: Mapping[str, list[str]]
+) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """(the pinned keys of the room's senders, every candidate key of its senders)."""
+    senders = {row[0] for row in cache.con.execute(ROOM_SENDERS, [room_id]).fetchall()}
+    room_pinned = {sender: keys for sender, keys in pinned.items() if sender in senders}
+    return room_pinned, candidate_keys(cache, room_id, room_pinned)
+
+
+def _late_chunk(
+    cache: Cache, room_id: str, candidates: Mapping[str, list[str]], after: int
+) -> list[tuple[str, str, str, int]]:
+    """The next LATE_CHUNK_ROWS events after seq ``after`` whose sender gained keys."""
+    import pyarrow as pa
+
+    ring = KeyRing(candidates)
+    counts = pa.table(
+        {
+            "sender_id": pa.array(list(candidates), type=pa.string()),
+            "keys": pa.array([ring.count(sender) for sender in candidates], type=pa.int32()),
+        }
+    )
+    cache.con.register("candidate_counts", counts)
+    try:
+        rows = cache.con.execute(
+            UNVERIFIED_WITH_NEW_KEYS, [room_id, after, LATE_CHUNK_ROWS]
+        ).fetchall()
+    finally:
+        cache.con.unregister("candidate_counts")
+    return [(str(raw), str(sender), str(digest), int(seq)) for raw, sender, digest, seq in rows]
+
+
+def _verify_chunk(
+    chunk: list[tuple[str, str, str, int]],
+    candidates: Mapping[str, list[str]],
+    cpu: int,
+    pool: Callable[[], Any],
+) -> list[tuple[str, str, str | None, int]]:
+    lines = [(raw, sender, digest) for raw, sender, digest, _ in chunk]
+    if cpu > 1 and len(lines) >= LATE_POOL_ROWS:
+        parts = [lines[index::cpu] for index in range(cpu)]
+        return [
+            outcome
+            for part in pool().map(verify_again, parts, [candidates] * cpu)
+            for outcome in part
+        ]
+    return verify_again(lines, candidates)
+
+
+def _cpu(workers: int | None) -> int:
+    return workers if workers is not None else (os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def _lazy_pool(cpu: int) -> Iterator[Callable[[], Any]]:
+    """A function that starts the worker pool on first use; the pool stops on exit."""
+    with contextlib.ExitStack() as stack:
+        started: list[Any] = []
+
+        def pool() -> Any:
+            if not started:
+                from bucketchat.sync.pull import worker_pool
+
+                started.append(stack.enter_context(worker_pool(cpu)))
+            return started[0]
+
+        yield pool
+
+
 def verify_late(
     cache: Cache,
     room_id: str,
@@ -88,47 +159,66 @@ def verify_late(
 ) -> int:
     """Verify again the room's unverified events whose sender has gained candidate keys
     (on up to ``workers`` processes, as the sync that read them; None: every core)."""
-    import pyarrow as pa
-
-    ring = KeyRing(candidates)
-    counts = pa.table(
-        {
-            "sender_id": list(candidates),
-            "keys": [ring.count(sender) for sender in candidates],
-        }
-    )
-    cpu = workers if workers is not None else (os.cpu_count() or 1)
+    cpu = _cpu(workers)
     found = 0
     after = -1  # the last seq read: rows that do not parse stay unverified and come back
-    with contextlib.ExitStack() as stack:
-        cache.con.register("candidate_counts", counts)
-        stack.callback(cache.con.unregister, "candidate_counts")
-        pool = None
-        while True:
-            chunk = cache.con.execute(
-                UNVERIFIED_WITH_NEW_KEYS, [room_id, after, LATE_CHUNK_ROWS]
-            ).fetchall()
-            if not chunk:
-                break
+    with _lazy_pool(cpu) as pool:
+        while chunk := _late_chunk(cache, room_id, candidates, after):
             after = chunk[-1][3]
-            lines = [(raw, sender, digest) for raw, sender, digest, _ in chunk]
-            if cpu > 1 and len(lines) >= LATE_POOL_ROWS:
-                if pool is None:
-                    from bucketchat.sync.pull import worker_pool
-
-                    pool = stack.enter_context(worker_pool(cpu))
-                parts = [lines[index::cpu] for index in range(cpu)]
-                results = [
-                    outcome
-                    for part in pool.map(verify_again, parts, [candidates] * cpu)
-                    for outcome in part
-                ]
-            else:
-                results = verify_again(lines, candidates)
-            found += _store_outcomes(cache, room_id, results)
+            found += _store_outcomes(cache, room_id, _verify_chunk(chunk, candidates, cpu, pool))
             if len(chunk) < LATE_CHUNK_ROWS:
                 break
     return found
+
+
+def verify_late_unheld(
+    cache_path: Path,
+    rooms: Iterable[str],
+    pinned: Mapping[str, list[str]],
+    workers: int | None = None,
+    *,
+    every_room: bool = False,
+) -> int:
+    """``verify_late`` for ``rooms`` (or ``every_room``) before a sync decides their keys,
+    holding the cache only to store a chunk's outcome and read the next, never to verify.
+
+    A key that arrives after a big backlog (pinned after a first sync of a million
+    one-event files, say) verifies it all again: ~40 s on two cores, far longer than
+    readers wait for the cache. What is left when the keys are decided (events another
+    sync stored meanwhile) is verified then, inside that transaction, by ``verify_late``.
+    """
+    cpu = _cpu(workers)
+    found = 0
+    waiting = sorted(rooms)
+    after = -1
+    stored: tuple[str, list[tuple[str, str, str | None, int]]] | None = None
+    with _lazy_pool(cpu) as pool:
+        while True:
+            chunk: list[tuple[str, str, str, int]] = []
+            candidates: dict[str, list[str]] = {}
+            with open_cache(cache_path) as cache:
+                if every_room:
+                    all_rooms = cache.con.execute(ALL_ROOMS).fetchall()
+                    waiting = sorted(set(waiting) | {str(row[0]) for row in all_rooms})
+                    every_room = False
+                if stored is not None:
+                    with cache.transaction():
+                        found += _store_outcomes(cache, *stored)
+                    stored = None
+                while waiting and not chunk:
+                    _, candidates = room_candidate_keys(cache, waiting[0], pinned)
+                    chunk = _late_chunk(cache, waiting[0], candidates, after)
+                    if not chunk:
+                        waiting.pop(0)
+                        after = -1
+            if not chunk:
+                return found
+            room_id = waiting[0]
+            after = chunk[-1][3]
+            if len(chunk) < LATE_CHUNK_ROWS:
+                waiting.pop(0)
+                after = -1
+            stored = (room_id, _verify_chunk(chunk, candidates, cpu, pool))
 
 
 def _store_outcomes(
@@ -171,9 +261,8 @@ def refresh_room_keys(
     workers: int | None = None,
 ) -> None:
     """Re-decide one room's keys and store the outcome (inside the caller's transaction)."""
-    senders = {row[0] for row in cache.con.execute(ROOM_SENDERS, [room_id]).fetchall()}
-    room_pinned = {sender: keys for sender, keys in pinned.items() if sender in senders}
-    verify_late(cache, room_id, candidate_keys(cache, room_id, room_pinned), workers)
+    room_pinned, candidates = room_candidate_keys(cache, room_id, pinned)
+    verify_late(cache, room_id, candidates, workers)
 
     key_events = []
     attestation_updates = []

@@ -211,19 +211,24 @@ def pull(
     touched_rooms: set[str] = set()
     local = isinstance(bucket, LocalBucket)
     commit_files = LOCAL_COMMIT_FILES if local else BATCH_FILES
+    keyed_rooms: set[str] = set()  # rooms whose new files publish keys
     with BatchWriter(cache_path, report, touched_rooms, local, commit_files=commit_files) as writer:
         reading = _read_all(bucket, plan, candidates, progress, workers, cache_path.parent)
         for batch in _batches(reading):
+            keyed_rooms.update(name.room_id for _, name, _, read in batch if read.published_keys)
             writer.put(batch)
 
+    from bucketchat.sync.keys import refresh_room_keys, verify_late_unheld
+
+    # events stored before their sender's key is known are verified again now, with the
+    # cache free while that runs; what is left is done as the keys are decided below
+    verify_late_unheld(cache_path, keyed_rooms, pinned, workers, every_room=keys_changed)
     with open_cache(cache_path) as cache:
         with cache.transaction():
             record_changes(cache, bucket, plan)
             rooms = set(touched_rooms)
             if keys_changed:
                 rooms |= {row[0] for row in cache.con.execute(ALL_ROOMS).fetchall()}
-            from bucketchat.sync.keys import refresh_room_keys
-
             for room_id in sorted(rooms):
                 refresh_room_keys(cache, room_id, pinned, check_attestation, workers)
             cache.set_meta("keys_fingerprint", keys_fingerprint)

@@ -233,6 +233,50 @@ def test_a_late_key_verifies_a_backlog_a_chunk_at_a_time(
     assert kinds(cache) == {}
 
 
+READ_EVENTS = """
+import sys
+from pathlib import Path
+from bucketchat.cache import open_cache
+with open_cache(Path(sys.argv[1]), read_only=True, wait_seconds=0.5) as cache:
+    print(cache.con.execute("SELECT count(*) FROM event_rows").fetchone()[0])
+"""
+
+
+def test_the_cache_is_free_while_a_late_key_verifies_a_backlog(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Verifying a backlog again can take long; readers must not wait for it."""
+    import subprocess
+    import sys
+
+    from test_sync_support import PROJECT
+
+    from bucketchat.sync import keys as sync_keys
+
+    root, cache = tmp_path / "bucket", tmp_path / "cache.duckdb"
+    bob = Author.of(BOB)
+    messages = [bob.message("alpha", BASE_MS + 10 * n, f"m{n}") for n in range(1, 6)]
+    write_events(root, "alpha", messages, bob.client_id)
+    pull(LocalBucket(root), cache, workers=1)
+    write_events(root, "alpha", [bob.join("alpha", BASE_MS)], bob.client_id)
+
+    readers: list[subprocess.CompletedProcess[str]] = []
+    real_verify_again = sync_keys.verify_again
+
+    def verify_while_reading(*args: Any) -> Any:
+        command = [sys.executable, "-c", READ_EVENTS, str(cache)]
+        readers.append(
+            subprocess.run(command, capture_output=True, text=True, cwd=PROJECT, timeout=60)
+        )
+        return real_verify_again(*args)
+
+    monkeypatch.setattr(sync_keys, "verify_again", verify_while_reading)
+    pull(LocalBucket(root), cache, workers=1)
+    assert readers, "nothing was verified again"
+    assert [(r.returncode, r.stderr) for r in readers] == [(0, "")] * len(readers)
+    assert by_body(cache) == {f"m{n}": "tofu" for n in range(1, 6)}
+
+
 def test_a_pinned_key_outranks_a_key_that_came_first(
     source: tuple[Path, dict[str, Path]], tmp_path: Path
 ):
