@@ -139,3 +139,54 @@ def test_no_change_sync_of_2000_files_reads_no_file(
     assert again.files_ingested == 0
     assert again.events_ingested == 0
     assert again.findings == {}
+
+
+ALL_FINDINGS = "SELECT * FROM findings"
+SOME_ROOMS = "SELECT * FROM findings_in($rooms::VARCHAR[])"
+SOME_ROOMS_FILTERED = (
+    "SELECT * FROM findings WHERE room_id IS NULL OR list_contains($rooms, room_id)"
+)
+EVERY_ROOM = "SELECT * FROM findings_in(NULL::VARCHAR[])"
+
+
+def test_findings_of_some_rooms_are_the_findings_view_filtered(vector_bucket: Path, tmp_path: Path):
+    """findings_in(rooms), which a sync counts, holds exactly the view's rows of those
+    rooms and of no room; with NULL, every row (the view is that macro)."""
+    (vector_bucket / "rooms" / "vectors" / "notes.txt").write_text("not a log either")
+    cache_path = tmp_path / "cache.duckdb"
+    pull(LocalBucket(vector_bucket), cache_path)
+    with open_cache(cache_path, read_only=True) as cache:
+        con = cache.con
+
+        def rows(query: str, rooms: list[str] | None = None) -> list[str]:
+            params = None if rooms is None else {"rooms": rooms}
+            return sorted(map(str, con.execute(query, params).fetchall()))
+
+        kinds = con.execute("SELECT DISTINCT room_id, kind FROM findings").fetchall()
+        assert {room for room, _ in kinds} == {"faults", "vectors"}
+        assert ("faults", "chain_gap") in kinds
+        for chosen in ([], ["faults"], ["vectors"], ["faults", "vectors"], ["nowhere"]):
+            assert rows(SOME_ROOMS, chosen) == rows(SOME_ROOMS_FILTERED, chosen), chosen
+        assert rows(EVERY_ROOM) == rows(ALL_FINDINGS)
+        assert rows(SOME_ROOMS, ["faults"]) != rows(SOME_ROOMS, ["vectors"])
+
+
+def test_a_sync_reports_the_new_findings_of_its_rooms_only(vector_bucket: Path, tmp_path: Path):
+    """The report counts findings before and after in the rooms the sync touches; findings
+    already stored elsewhere are not reported again, new ones are."""
+    cache_path = tmp_path / "cache.duckdb"
+    first = pull(LocalBucket(vector_bucket), cache_path)
+    assert first.findings
+    alice = Author.of(ALICE)
+    write_events(
+        vector_bucket,
+        "third",
+        [alice.join("third", BASE_MS), alice.message("third", BASE_MS + 5, "hi")],
+        alice.client_id,
+    )
+    quiet = pull(LocalBucket(vector_bucket), cache_path)
+    assert quiet.events_ingested == 2
+    assert quiet.findings == {}
+    (vector_bucket / "rooms" / "third" / "odd.txt").write_text("x")
+    odd = pull(LocalBucket(vector_bucket), cache_path)
+    assert odd.findings == {"unexpected_file": 1}
