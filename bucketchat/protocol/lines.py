@@ -170,8 +170,38 @@ def _has_lone_surrogate(value: Any) -> bool:
     return False
 
 
+def _plain_shape(data: dict[str, Any]) -> bool:
+    """The common case of ``shape_problem`` in one expression (exact types, as the JSON
+    parser makes them): the field loop below was ~5% of a sync's work outside Ed25519."""
+    if "parent_event_id" not in data or "prev_event_hash" not in data:
+        return False  # present even when null (§3)
+    get = data.get
+    parent, prev, sender = data["parent_event_id"], data["prev_event_hash"], get("sender_id")
+    timestamp = get("timestamp_ms")
+    return (
+        type(get("event_id")) is str
+        and type(get("room_id")) is str
+        and type(timestamp) is int
+        and type(sender) is str
+        and type(get("type")) is str
+        and (parent is None or type(parent) is str)
+        and (prev is None or type(prev) is str)
+        and type(get("signature")) is str
+        and type(get("content")) is dict
+        and 0 <= timestamp <= MAX_SAFE_INTEGER
+        and 1 <= len(sender) <= 256
+        and data["event_id"].count("::") == 2
+        and _CONTROL.search(sender) is None
+    )
+
+
 def shape_problem(data: dict[str, Any]) -> str | None:
     """Why ``data`` is not an event of §3, or None when it is one."""
+    return None if _plain_shape(data) else field_problem(data)
+
+
+def field_problem(data: dict[str, Any]) -> str | None:
+    """``shape_problem`` field by field, naming the first field that is wrong."""
     for name, types in EVENT_FIELDS.items():
         if name not in data:
             return f"missing field {name!r}"

@@ -9,6 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bucketchat.protocol.lines import field_problem, shape_problem
 from bucketchat.protocol.models import CONTENT_MODELS, content_problem
 from bucketchat.protocol.signing import strict_b64decode
 
@@ -79,3 +80,58 @@ def test_strict_base64_refuses_a_non_canonical_tail() -> None:
     assert strict_b64decode(canonical, 32) == bytes(32)
     assert canonical.endswith("A=")
     assert strict_b64decode(canonical[:-2] + "B=", 32) is None  # nonzero unused bits
+
+
+FIELD_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 2**53 + 5),
+    st.sampled_from(["r::t::u", "a::::b", "a:::b", "x", "", "bob\x07", "b" * 257, "::::"]),
+    st.text(max_size=6),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.lists(st.integers(), max_size=2),
+)
+EVENT_KEYS = [
+    "event_id",
+    "room_id",
+    "timestamp_ms",
+    "sender_id",
+    "type",
+    "parent_event_id",
+    "prev_event_hash",
+    "signature",
+    "content",
+]
+
+
+@settings(max_examples=1500)
+@given(
+    st.fixed_dictionaries(
+        {key: FIELD_VALUES for key in EVENT_KEYS},
+        optional={"extra": FIELD_VALUES},
+    ),
+    st.sets(st.sampled_from(EVENT_KEYS), max_size=2),
+)
+def test_shape_shortcut_agrees_with_the_field_checks(
+    event: dict[str, Any], missing: set[str]
+) -> None:
+    for key in missing:
+        event.pop(key)
+    assert shape_problem(event) == field_problem(event)
+
+
+def test_shape_shortcut_needs_the_nullable_fields_present() -> None:
+    event = {
+        "event_id": "r::20260101T000000.000Z::u",
+        "room_id": "r",
+        "timestamp_ms": 1,
+        "sender_id": "bob",
+        "type": "m.room.message",
+        "parent_event_id": None,
+        "prev_event_hash": None,
+        "signature": "s",
+        "content": {},
+    }
+    assert shape_problem(event) is None
+    del event["prev_event_hash"]
+    assert shape_problem(event) == "missing field 'prev_event_hash'"
