@@ -187,9 +187,11 @@ def verify_late_unheld(
     readers wait for the cache. What is left when the keys are decided (events another
     sync stored meanwhile) is verified then, inside that transaction, by ``verify_late``.
     """
+    waiting = sorted(rooms)
+    if not waiting and not every_room:
+        return 0  # no room gained keys: nothing to verify again, no open of the cache
     cpu = _cpu(workers)
     found = 0
-    waiting = sorted(rooms)
     after = -1
     stored: tuple[str, list[tuple[str, str, str | None, int]]] | None = None
     with _lazy_pool(cpu) as pool:

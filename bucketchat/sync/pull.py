@@ -248,8 +248,11 @@ def pull(
         cache.con.execute(TAIL_MEMORY_LIMIT)
         refresh(cache)  # the timeline rows catch up
     # The search index and the findings only read the cache, and a read-only open lets
-    # `log` and `sql` in meanwhile: after a cold sync of 1M events the cache was held
-    # ~15 s, longer than a reader waits for it (cache.DEFAULT_WAIT_SECONDS), and is ~6 s.
+    # `log` and `sql` in meanwhile: after the rows of a cold sync of 1M events are stored
+    # the cache was held ~15 s, longer than a reader waits for it
+    # (cache.DEFAULT_WAIT_SECONDS), and is now ~7 s (the keys and the timeline rows).
+    # A sync that commits between the two opens adds its findings to this report's too:
+    # the report counts what changed in these rooms while this sync ran.
     from bucketchat.fulltext import update_index
 
     with open_cache(cache_path, read_only=True) as cache:

@@ -242,10 +242,13 @@ with open_cache(Path(sys.argv[1]), read_only=True, wait_seconds=0.5) as cache:
 """
 
 
+@pytest.mark.parametrize("arrival", ["published", "pinned"])
 def test_the_cache_is_free_while_a_late_key_verifies_a_backlog(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    arrival: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    """Verifying a backlog again can take long; readers must not wait for it."""
+    """Verifying a backlog again can take long; readers must not wait for it. Two rooms
+    of nine events each, verified three at a time (so a chunk exactly fills the last
+    read), when bob's joins arrive or when his key is pinned (every room then)."""
     import subprocess
     import sys
 
@@ -253,12 +256,20 @@ def test_the_cache_is_free_while_a_late_key_verifies_a_backlog(
 
     from bucketchat.sync import keys as sync_keys
 
+    monkeypatch.setattr(sync_keys, "LATE_CHUNK_ROWS", 3)
     root, cache = tmp_path / "bucket", tmp_path / "cache.duckdb"
     bob = Author.of(BOB)
-    messages = [bob.message("alpha", BASE_MS + 10 * n, f"m{n}") for n in range(1, 6)]
-    write_events(root, "alpha", messages, bob.client_id)
+    for room in ("alpha", "beta"):
+        backlog = [bob.message(room, BASE_MS + 10 * n, f"{room}{n}") for n in range(1, 10)]
+        write_events(root, room, backlog, bob.client_id)
     pull(LocalBucket(root), cache, workers=1)
-    write_events(root, "alpha", [bob.join("alpha", BASE_MS)], bob.client_id)
+    assert set(by_body(cache).values()) == {"unverified"}
+    pinned: dict[str, list[str]] = {}
+    if arrival == "published":
+        for room in ("alpha", "beta"):
+            write_events(root, room, [bob.join(room, BASE_MS)], bob.client_id)
+    else:
+        pinned = {BOB: [bob.public_key]}
 
     readers: list[subprocess.CompletedProcess[str]] = []
     real_verify_again = sync_keys.verify_again
@@ -271,10 +282,11 @@ def test_the_cache_is_free_while_a_late_key_verifies_a_backlog(
         return real_verify_again(*args)
 
     monkeypatch.setattr(sync_keys, "verify_again", verify_while_reading)
-    pull(LocalBucket(root), cache, workers=1)
-    assert readers, "nothing was verified again"
-    assert [(r.returncode, r.stderr) for r in readers] == [(0, "")] * len(readers)
-    assert by_body(cache) == {f"m{n}": "tofu" for n in range(1, 6)}
+    pull(LocalBucket(root), cache, workers=1, pinned=pinned)
+    assert len(readers) == 6  # three chunks a room, each verified once, none in the keys step
+    assert [(r.returncode, r.stderr) for r in readers] == [(0, "")] * 6
+    assert "unverified" not in set(by_body(cache).values())
+    assert query(cache, "SELECT count(*) FROM event_rows WHERE signer_key IS NULL") == [(0,)]
 
 
 def test_a_pinned_key_outranks_a_key_that_came_first(

@@ -11,11 +11,15 @@ import pytest
 from test_sync_support import (
     ALICE,
     BASE_MS,
+    BOB,
     FIXTURES,
+    PROJECT,
     Author,
     bucketchat,
     events_set,
     findings_list,
+    seed_of,
+    sign,
     write_events,
 )
 
@@ -142,33 +146,74 @@ def test_no_change_sync_of_2000_files_reads_no_file(
 
 
 ALL_FINDINGS = "SELECT * FROM findings"
+OLD_FINDINGS = "SELECT * FROM old_findings"
 SOME_ROOMS = "SELECT * FROM findings_in($rooms::VARCHAR[])"
 SOME_ROOMS_FILTERED = (
     "SELECT * FROM findings WHERE room_id IS NULL OR list_contains($rooms, room_id)"
 )
-EVERY_ROOM = "SELECT * FROM findings_in(NULL::VARCHAR[])"
 
 
-def test_findings_of_some_rooms_are_the_findings_view_filtered(vector_bucket: Path, tmp_path: Path):
-    """findings_in(rooms), which a sync counts, holds exactly the view's rows of those
-    rooms and of no room; with NULL, every row (the view is that macro)."""
-    (vector_bucket / "rooms" / "vectors" / "notes.txt").write_text("not a log either")
+def _old_views() -> list[str]:
+    """The findings views as migrations 0002 and 0007 wrote them, as temporary views."""
+    migrations = PROJECT / "migrations"
+    chains = (migrations / "0002_findings.sql").read_text().split("CREATE VIEW findings AS")[0]
+    chains = chains.replace("CREATE VIEW chain_findings AS", "CREATE TEMP VIEW old_chains AS")
+    findings = (migrations / "0007_findings_id_conflicts.sql").read_text()
+    findings = findings.replace(
+        "CREATE OR REPLACE VIEW findings AS", "CREATE TEMP VIEW old_findings AS"
+    )
+    return [chains, findings.replace("FROM chain_findings c", "FROM old_chains c")]
+
+
+def _conflicts_and_strangers(root: Path) -> None:
+    """A room with an event_id shared by two valid events (and so a fork of alice's chain)
+    and a sender whose key is not known (unknown_key)."""
+    alice, bob = Author.of(ALICE), Author.of(BOB)
+    first = alice.message("gamma", BASE_MS + 10, "first")
+    unsigned = {key: value for key, value in first.items() if key != "signature"}
+    twin = sign({**unsigned, "content": {"body": "a twin", "msgtype": "m.text"}}, seed_of(ALICE))
+    events = [alice.join("gamma", BASE_MS), first, twin]
+    write_events(root, "gamma", events, alice.client_id)
+    write_events(root, "gamma", [bob.message("gamma", BASE_MS + 20, "who?")], bob.client_id)
+    (root / "rooms" / "vectors" / "notes.txt").write_text("not a log")
+
+
+def test_the_room_macros_give_the_findings_of_the_views_they_replace(
+    vector_bucket: Path, tmp_path: Path
+):
+    """findings (the macro over every room, migration 0008) has exactly the rows of the
+    views of 0002 and 0007; findings_in(rooms), which a sync counts, exactly the view's
+    rows of those rooms and of no room."""
+    _conflicts_and_strangers(vector_bucket)
     cache_path = tmp_path / "cache.duckdb"
     pull(LocalBucket(vector_bucket), cache_path)
-    with open_cache(cache_path, read_only=True) as cache:
+    with open_cache(cache_path) as cache:
         con = cache.con
+        for view in _old_views():
+            con.execute(view)
 
         def rows(query: str, rooms: list[str] | None = None) -> list[str]:
             params = None if rooms is None else {"rooms": rooms}
             return sorted(map(str, con.execute(query, params).fetchall()))
 
-        kinds = con.execute("SELECT DISTINCT room_id, kind FROM findings").fetchall()
-        assert {room for room, _ in kinds} == {"faults", "vectors"}
-        assert ("faults", "chain_gap") in kinds
-        for chosen in ([], ["faults"], ["vectors"], ["faults", "vectors"], ["nowhere"]):
+        kinds = set(con.execute("SELECT DISTINCT room_id, kind FROM findings").fetchall())
+        expected_kinds = {
+            ("faults", "chain_gap"),
+            ("faults", "chain_fork"),
+            ("faults", "duplicate_event"),
+            ("faults", "malformed"),
+            ("faults", "room_mismatch"),
+            ("gamma", "event_id_conflict"),
+            ("gamma", "chain_fork"),
+            ("gamma", "unknown_key"),
+            ("vectors", "unexpected_file"),
+        }
+        assert expected_kinds <= kinds, kinds
+        assert rows(ALL_FINDINGS) == rows(OLD_FINDINGS)
+        rooms = ([], ["faults"], ["gamma"], ["vectors", "gamma"], ["nowhere"])
+        for chosen in rooms:
             assert rows(SOME_ROOMS, chosen) == rows(SOME_ROOMS_FILTERED, chosen), chosen
-        assert rows(EVERY_ROOM) == rows(ALL_FINDINGS)
-        assert rows(SOME_ROOMS, ["faults"]) != rows(SOME_ROOMS, ["vectors"])
+        assert rows(SOME_ROOMS, ["faults"]) != rows(SOME_ROOMS, ["gamma"])
 
 
 def test_a_sync_reports_the_new_findings_of_its_rooms_only(vector_bucket: Path, tmp_path: Path):
