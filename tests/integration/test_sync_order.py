@@ -324,3 +324,42 @@ def test_a_pinned_key_outranks_a_key_that_came_first(
         pull(LocalBucket(other_root), other, pinned=keystore.pinned_keys())
     assert by_body(other) == by_body(cache)
     assert findings_list(other) == findings_list(cache)
+
+
+def test_keys_are_decided_again_only_where_they_can_have_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A room's key decisions follow from its member events that publish keys and from
+    pinned keys: a sync that adds only messages (and nothing is pinned) leaves them."""
+    from bucketchat.sync import keys as sync_keys
+
+    decided: list[str] = []
+    real_refresh = sync_keys.refresh_room_keys
+
+    def recording(cache: Any, room_id: str, *args: Any) -> None:
+        decided.append(room_id)
+        real_refresh(cache, room_id, *args)
+
+    monkeypatch.setattr(sync_keys, "refresh_room_keys", recording)
+    root, cache = tmp_path / "bucket", tmp_path / "cache.duckdb"
+    alice, bob = Author.of(ALICE), Author.of(BOB)
+    write_events(root, "alpha", [alice.join("alpha", BASE_MS)], alice.client_id)
+    write_events(root, "beta", [bob.join("beta", BASE_MS)], bob.client_id)
+    pull(LocalBucket(root), cache)
+    assert sorted(decided) == ["alpha", "beta"]
+
+    decided.clear()
+    write_events(root, "alpha", [alice.message("alpha", BASE_MS + 10, "hi")], alice.client_id)
+    pull(LocalBucket(root), cache)
+    assert decided == []
+    assert by_body(cache) == {"hi": "tofu"}
+
+    pins = {ALICE: [alice.public_key]}
+    pull(LocalBucket(root), cache, pinned=pins)  # a new pin: every room
+    assert sorted(decided) == ["alpha", "beta"]
+
+    decided.clear()
+    write_events(root, "beta", [alice.message("beta", BASE_MS + 20, "pinned")], alice.client_id)
+    pull(LocalBucket(root), cache, pinned=pins)  # a pinned sender may be new to the room
+    assert decided == ["beta"]
+    assert by_body(cache)["pinned"] == "attested"  # a pinned key's trust
