@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -31,6 +30,7 @@ import duckdb
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import results_md  # noqa: E402
 from generate_bucket import sender_key, sender_name  # noqa: E402
 
 from bucketchat.protocol import event_hash, signing_bytes  # noqa: E402
@@ -130,12 +130,7 @@ def main() -> None:
 
 
 def write_results(results: dict[str, int | float]) -> None:
-    path = HERE / "RESULTS.md"
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    machine = (
-        f"{platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}, {platform.system()} {platform.release()}"
-    )
+    machine = results_md.machine()
     lines = [
         "## Incremental sync",
         "",
@@ -153,14 +148,7 @@ def write_results(results: dict[str, int | float]) -> None:
         f"of {results['runs']} ({results['min_seconds']} to {results['max_seconds']} s) |",
         f"| `bucketchat --version`, for scale | {results['version_ms']} ms |",
     ]
-    section = "\n".join(lines) + "\n"
-    start = text.find("## Incremental sync")
-    if start == -1:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + section + ("" if end == -1 else text[end + 1 :])
-    path.write_text(text)
+    results_md.replace_section("## Incremental sync", lines)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -25,6 +24,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+import results_md
 
 HERE = Path(__file__).resolve().parent
 BUCKETCHAT = [sys.executable, "-m", "bucketchat"]
@@ -136,12 +137,7 @@ def main() -> None:
 
 
 def write_results(results: dict[str, object], options: argparse.Namespace) -> None:
-    path = HERE / "RESULTS.md"
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    machine = (
-        f"{platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}, {platform.system()} {platform.release()}"
-    )
+    machine = results_md.machine()
     cold = results["cold_sync"]
     assert isinstance(cold, dict)
     lines = [
@@ -171,14 +167,7 @@ def write_results(results: dict[str, object], options: argparse.Namespace) -> No
             f"| first sync of those {many['files']:,} small files | "
             f"{many['first_sync_seconds']} s | — |"
         )
-    section = "\n".join(lines) + "\n"
-    start = text.find("## Sync")
-    if start == -1:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + section + ("" if end == -1 else text[end + 1 :])
-    path.write_text(text)
+    results_md.replace_section("## Sync", lines)
 
 
 if __name__ == "__main__":

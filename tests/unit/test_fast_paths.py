@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bucketchat.protocol.lines import _plain_shape, field_problem, shape_problem
+from bucketchat.protocol.lines import EVENT_FIELDS, _plain_shape, field_problem, shape_problem
 from bucketchat.protocol.models import CONTENT_MODELS, content_problem
 from bucketchat.protocol.signing import strict_b64decode
 
@@ -91,17 +91,7 @@ FIELD_VALUES = st.one_of(
     st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
     st.lists(st.integers(), max_size=2),
 )
-EVENT_KEYS = [
-    "event_id",
-    "room_id",
-    "timestamp_ms",
-    "sender_id",
-    "type",
-    "parent_event_id",
-    "prev_event_hash",
-    "signature",
-    "content",
-]
+EVENT_KEYS = list(EVENT_FIELDS)
 
 
 VALID_EVENT: dict[str, Any] = {
@@ -142,17 +132,7 @@ def test_shape_shortcut_is_taken_by_a_valid_event() -> None:
 
 
 def test_shape_shortcut_needs_the_nullable_fields_present() -> None:
-    event = {
-        "event_id": "r::20260101T000000.000Z::u",
-        "room_id": "r",
-        "timestamp_ms": 1,
-        "sender_id": "bob",
-        "type": "m.room.message",
-        "parent_event_id": None,
-        "prev_event_hash": None,
-        "signature": "s",
-        "content": {},
-    }
+    event = dict(VALID_EVENT)
     assert shape_problem(event) is None
     del event["prev_event_hash"]
     assert shape_problem(event) == "missing field 'prev_event_hash'"
