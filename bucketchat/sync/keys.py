@@ -62,6 +62,18 @@ UPDATE event_rows SET attestation_ok = ?, attestation_detail = ?
 WHERE room_id = ? AND event_hash = ?
 """
 ROOM_SENDERS = "SELECT DISTINCT sender_id FROM event_rows WHERE room_id = ?"
+# What a room's key decisions were made from: its member events that publish keys, as
+# "max(seq):count" (a sequence number is taken at insert, so a slower transaction can
+# commit a smaller one later; the count still moves). Kept per room in cache_meta.
+KEY_EVENT_MARKS = """
+SELECT room_id, max(seq)::VARCHAR || ':' || count(*)::VARCHAR FROM event_rows
+WHERE type = 'm.room.member' AND public_key IS NOT NULL
+GROUP BY room_id
+"""
+DECIDED_PREFIX = "keys.decided."
+DECIDED_MARKS = """
+SELECT substr(key, length($prefix) + 1), value FROM cache_meta WHERE starts_with(key, $prefix)
+"""
 ALL_ROOMS = "SELECT DISTINCT room_id FROM event_rows"
 CLEAR_ROOM_KEYS = (
     "DELETE FROM key_state WHERE room_id = ?",
@@ -80,6 +92,27 @@ def candidate_keys(
         if key not in candidates[sender]:
             candidates[sender].append(key)
     return dict(candidates)
+
+
+def key_event_marks(cache: Cache) -> dict[str, str]:
+    """Room → the mark of the member events that publish keys, as stored now."""
+    return {str(room): str(mark) for room, mark in cache.con.execute(KEY_EVENT_MARKS).fetchall()}
+
+
+def undecided_rooms(cache: Cache, marks: Mapping[str, str]) -> set[str]:
+    """Rooms whose member events that publish keys are not the ones their keys were last
+    decided from: a sync that stored them may have died before deciding, while another
+    sync went on (the global keys_fingerprint is cleared by the first and set again by
+    the second)."""
+    rows = cache.con.execute(DECIDED_MARKS, {"prefix": DECIDED_PREFIX}).fetchall()
+    decided = {str(room): str(mark) for room, mark in rows}
+    return {room for room, mark in marks.items() if decided.get(room) != mark}
+
+
+def record_decided(cache: Cache, rooms: Iterable[str], marks: Mapping[str, str]) -> None:
+    for room in rooms:
+        if room in marks:
+            cache.set_meta(DECIDED_PREFIX + room, marks[room])
 
 
 def room_candidate_keys(

@@ -225,7 +225,13 @@ def pull(
             keyed_rooms.update(name.room_id for _, name, _, read in batch if read.published_keys)
             writer.put(batch)
 
-    from bucketchat.sync.keys import refresh_room_keys, verify_late_unheld
+    from bucketchat.sync.keys import (
+        key_event_marks,
+        record_decided,
+        refresh_room_keys,
+        undecided_rooms,
+        verify_late_unheld,
+    )
 
     # events stored before their sender's key is known are verified again now, with the
     # cache free while that runs; what is left is done as the keys are decided below
@@ -236,11 +242,13 @@ def pull(
             # A room's key decisions follow from its member events that publish keys and
             # from the pinned keys of its senders: a sync that stored neither leaves them
             # as they were (~90 ms a room of 100k events not spent on each new message).
-            rooms = set(keyed_rooms) | (set(touched_rooms) if pinned else set())
+            marks = key_event_marks(cache)
+            rooms = undecided_rooms(cache, marks) | (set(touched_rooms) if pinned else set())
             if keys_changed:
                 rooms |= {row[0] for row in cache.con.execute(ALL_ROOMS).fetchall()}
             for room_id in sorted(rooms):
                 refresh_room_keys(cache, room_id, pinned, check_attestation, workers)
+            record_decided(cache, rooms, marks)
             cache.set_meta("keys_fingerprint", keys_fingerprint)
         from bucketchat.query_state import refresh
 

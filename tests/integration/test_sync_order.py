@@ -363,3 +363,40 @@ def test_keys_are_decided_again_only_where_they_can_have_changed(
     pull(LocalBucket(root), cache, pinned=pins)  # a pinned sender may be new to the room
     assert decided == ["beta"]
     assert by_body(cache)["pinned"] == "attested"  # a pinned key's trust
+
+
+def test_keys_a_dead_sync_left_undecided_are_decided_by_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A sync that stored member events and died before deciding the room's keys, while
+    another sync set the keys fingerprint again: the next sync, though it brings no key
+    event, decides that room, because its key events are not the ones last decided from."""
+    from bucketchat.cache import open_cache
+    from bucketchat.sync import keys as sync_keys
+
+    root, cache = tmp_path / "bucket", tmp_path / "cache.duckdb"
+    alice, bob = Author.of(ALICE), Author.of(BOB)
+    write_events(root, "alpha", [alice.join("alpha", BASE_MS)], alice.client_id)
+    pull(LocalBucket(root), cache)
+    with open_cache(cache, read_only=True) as opened:
+        fingerprint = opened.meta("keys_fingerprint")
+    assert fingerprint
+
+    bob_events = [bob.join("alpha", BASE_MS + 5), bob.message("alpha", BASE_MS + 6, "bob here")]
+    write_events(root, "alpha", bob_events, bob.client_id)
+
+    def dies(*args: Any) -> None:
+        raise RuntimeError("killed while deciding keys")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(sync_keys, "refresh_room_keys", dies)
+        with pytest.raises(RuntimeError):
+            pull(LocalBucket(root), cache)
+    with open_cache(cache) as opened:  # the other sync's keys step, finishing meanwhile
+        assert opened.meta("keys_fingerprint") is None
+        opened.set_meta("keys_fingerprint", fingerprint)
+    assert by_body(cache)["bob here"] == "unverified"
+
+    write_events(root, "alpha", [alice.message("alpha", BASE_MS + 9, "later")], alice.client_id)
+    pull(LocalBucket(root), cache)
+    assert by_body(cache) == {"bob here": "tofu", "later": "tofu"}
