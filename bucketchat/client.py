@@ -16,7 +16,7 @@ from bucketchat.cache import open_cache
 from bucketchat.errors import BucketError, UploadFailed, UsageError
 from bucketchat.protocol.naming import check_room_id, metadata_path
 from bucketchat.storage import Bucket
-from bucketchat.sync.pull import Progress, SyncReport, pull
+from bucketchat.sync.pull import Progress, Stage, SyncReport, pull
 from bucketchat.timeutil import now_ms, utc_now
 
 if TYPE_CHECKING:
@@ -38,7 +38,11 @@ class Client:
     clock: Callable[[], int] = now_ms
 
     def sync(
-        self, room: str | None = None, progress: Progress | None = None, workers: int | None = None
+        self,
+        room: str | None = None,
+        progress: Progress | None = None,
+        workers: int | None = None,
+        stage: Stage | None = None,
     ) -> SyncReport:
         """Upload what waits in the outbox, then ingest the bucket (or one room)."""
         return pull(
@@ -50,6 +54,7 @@ class Client:
             progress=progress,
             workers=workers,
             upload_outbox=True,
+            stage=stage,
         )
 
     def _identity(self) -> tuple[str, SigningKey]:

@@ -14,7 +14,7 @@ from bucketchat.cli.session import make_client
 from bucketchat.errors import UsageError
 
 if TYPE_CHECKING:
-    from bucketchat.sync.pull import Progress, SyncReport
+    from bucketchat.sync.pull import Progress, Stage, SyncReport
 
 JSON = typer.Option(False, "--json", help="Print one JSON document.")
 cache_app = typer.Typer(name="cache", help="The local DuckDB cache.", no_args_is_help=True)
@@ -31,13 +31,14 @@ def register(app: typer.Typer) -> None:
 PROGRESS_SECONDS = 0.1  # at most so often is the bar told how far the sync is
 
 
-def progress_bar() -> tuple[Progress, Any]:
-    """A sync progress callback drawing a Rich bar on stderr once there is much to read."""
+def progress_bar() -> tuple[Progress, Stage, Any]:
+    """Sync progress callbacks drawing a Rich bar on stderr once there is much to read:
+    files and events as they are read, then the step the sync is at."""
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
     from rich.progress import Progress as RichProgress
 
     bar = RichProgress(
-        TextColumn("syncing"),
+        TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("files"),
@@ -57,7 +58,7 @@ def progress_bar() -> tuple[Progress, Any]:
             if total < 20:
                 return
             bar.start()
-            task.append(bar.add_task("sync", total=total, events=0))
+            task.append(bar.add_task("syncing", total=total, events=0))
         # sync reports every file; Rich's update takes ~50 µs, which for 20,000 one-event
         # files was ~0.7 s of the main process
         now = time.monotonic()
@@ -66,7 +67,11 @@ def progress_bar() -> tuple[Progress, Any]:
         last[0] = now
         bar.update(task[0], completed=done, events=events)
 
-    return update, bar
+    def stage(name: str) -> None:
+        if task:  # only a sync big enough for the bar: the rest is quick as well
+            bar.update(task[0], description=name)
+
+    return update, stage, bar
 
 
 def _print_report(report: SyncReport, as_json: bool, stream: bool = False) -> None:
@@ -119,9 +124,9 @@ def sync(
         except KeyboardInterrupt:
             err().print("stopped")
         return
-    update, bar = progress_bar()
+    update, stage, bar = progress_bar()
     try:
-        report = client.sync(room=room, progress=update)
+        report = client.sync(room=room, progress=update, stage=stage)
     finally:
         bar.stop()
     _print_report(report, as_json)
@@ -304,9 +309,9 @@ def cache_rebuild(ctx: typer.Context, as_json: bool = JSON) -> None:
 
     client = make_client(ctx, identity=False)
     clear_events(client.cache_path)
-    update, bar = progress_bar()
+    update, stage, bar = progress_bar()
     try:
-        report = client.sync(progress=update)
+        report = client.sync(progress=update, stage=stage)
     finally:
         bar.stop()
     _print_report(report, as_json)

@@ -33,9 +33,12 @@ if TYPE_CHECKING:
     from bucketchat.sync.keys import AttestationCheck
     from bucketchat.sync.reader import FileResult
 
-__all__ = ["Progress", "SyncReport", "pull"]
+__all__ = ["Progress", "Stage", "SyncReport", "pull"]
 
 Progress = Callable[[int, int, int], None]  # files done, files to read, events so far
+# What a sync does once the files are read ("deciding keys", "building the timeline", …):
+# for a big backlog these steps take a while, and a progress display can say which.
+Stage = Callable[[str], None]
 Candidates = dict[str, dict[str, list[str]]]  # room → sender → keys; room "" holds pinned keys
 
 POOL_THRESHOLD_BYTES = 2_000_000  # below this, starting worker processes costs more than it saves
@@ -156,6 +159,7 @@ def pull(
     progress: Progress | None = None,
     workers: int | None = None,
     upload_outbox: bool = False,
+    stage: Stage | None = None,
 ) -> SyncReport:
     """Ingest what is new in the bucket (or one room of it) into the cache.
 
@@ -184,7 +188,12 @@ def pull(
             check_attestation=check_attestation,
             progress=progress,
             workers=workers,
+            stage=stage,
         )
+
+    def step(name: str) -> None:
+        if stage is not None:
+            stage(name)
 
     try:
         listing = list(bucket.list(prefix))
@@ -224,6 +233,7 @@ def pull(
         for batch in _batches(reading):
             keyed_rooms.update(name.room_id for _, name, _, read in batch if read.published_keys)
             writer.put(batch)
+        step("storing")  # the writer's last batches and commit
 
     from bucketchat.sync.keys import (
         key_event_marks,
@@ -235,6 +245,7 @@ def pull(
 
     # events stored before their sender's key is known are verified again now, with the
     # cache free while that runs; what is left is done as the keys are decided below
+    step("deciding keys")
     verify_late_unheld(cache_path, keyed_rooms, pinned, workers, every_room=keys_changed)
     with open_cache(cache_path) as cache:
         with cache.transaction():
@@ -257,6 +268,7 @@ def pull(
         # a cold sync of 1M events under 1 GiB (910 MiB at peak against 1,045 MiB at
         # 512 MB) for ~2 s more.
         cache.con.execute(TAIL_MEMORY_LIMIT)
+        step("building the timeline")
         refresh(cache)  # the timeline rows catch up
     # The search index and the findings only read the cache, and a read-only open lets
     # `log` and `sql` in meanwhile: after the rows of a cold sync of 1M events are stored
@@ -268,7 +280,9 @@ def pull(
 
     with open_cache(cache_path, read_only=True) as cache:
         cache.con.execute(TAIL_MEMORY_LIMIT)
+        step("indexing for search")
         update_index(cache)
+        step("counting findings")
         findings_after = _finding_counts(cache, counted)
     report.findings = {
         kind: count - findings_before.get(kind, 0)

@@ -161,6 +161,7 @@ def test_bucket_flag_after_the_command_is_used_by_sync(synced: tuple[Path, Path]
 
 # ---------------------------------------------------------------- exit codes and errors
 
+
 @pytest.mark.parametrize(
     ("fail_on", "code"),
     [
@@ -311,7 +312,7 @@ def test_the_sync_progress_bar_is_told_the_end_and_not_every_file(monkeypatch):
     from bucketchat.cli import sync as sync_cli
 
     monkeypatch.setattr(sync_cli, "PROGRESS_SECONDS", 3600.0)  # however slow the machine
-    update, bar = sync_cli.progress_bar()
+    update, stage, bar = sync_cli.progress_bar()
     try:
         update(1, 1_000, 3)
         update(2, 1_000, 6)  # within PROGRESS_SECONDS of the first: not passed on
@@ -319,8 +320,20 @@ def test_the_sync_progress_bar_is_told_the_end_and_not_every_file(monkeypatch):
         assert (task.completed, task.fields["events"]) == (1, 3)
         update(1_000, 1_000, 3_000)  # the last file always is
         assert (task.completed, task.fields["events"]) == (1_000, 3_000)
+        assert task.description == "syncing"
+        stage("building the timeline")  # the steps after reading show on the bar
+        assert task.description == "building the timeline"
     finally:
         bar.stop()
+
+
+def test_a_small_sync_shows_no_bar_and_no_steps():
+    from bucketchat.cli import sync as sync_cli
+
+    update, stage, bar = sync_cli.progress_bar()
+    update(1, 3, 10)
+    stage("building the timeline")
+    assert bar.tasks == []
 
 
 # ---------------------------------------------------------------- the demo

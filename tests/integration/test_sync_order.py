@@ -400,3 +400,23 @@ def test_keys_a_dead_sync_left_undecided_are_decided_by_the_next(
     write_events(root, "alpha", [alice.message("alpha", BASE_MS + 9, "later")], alice.client_id)
     pull(LocalBucket(root), cache)
     assert by_body(cache) == {"bob here": "tofu", "later": "tofu"}
+
+
+def test_a_sync_names_the_steps_after_reading(tmp_path: Path):
+    """For a progress display: the steps a sync takes once its files are read, in order;
+    a sync with nothing to do takes none."""
+    root, cache = tmp_path / "bucket", tmp_path / "cache.duckdb"
+    alice = Author.of(ALICE)
+    write_events(root, "alpha", [alice.join("alpha", BASE_MS)], alice.client_id)
+    steps: list[str] = []
+    pull(LocalBucket(root), cache, stage=steps.append)
+    assert steps == [
+        "storing",
+        "deciding keys",
+        "building the timeline",
+        "indexing for search",
+        "counting findings",
+    ]
+    steps.clear()
+    pull(LocalBucket(root), cache, stage=steps.append)
+    assert steps == []
