@@ -152,6 +152,20 @@ class Plan:
     def idle(self) -> bool:
         return not (self.to_read or self.unexpected or self.metadata or self.changed or self.gone)
 
+    @property
+    def rooms(self) -> list[str]:
+        """The rooms whose findings syncing this plan can change."""
+        keys = [obj.key for obj, _, _ in self.to_read]
+        keys += [obj.key for obj, _ in self.unexpected]
+        keys += [obj.key for obj, _ in self.changed]
+        keys += [key for key, _ in self.gone]
+        return sorted({room for room in map(key_room, keys) if room is not None})
+
+
+def key_room(key: str) -> str | None:
+    """The room a bucket key lies in (rooms/<room>/…), or None for a key outside one."""
+    return key.split("/")[1] if key.count("/") >= 1 else None
+
 
 Batch = list[tuple[ObjectInfo, LogFileName, str, "FileResult"]]
 
@@ -399,12 +413,11 @@ def record_changes(cache: Cache, bucket: Bucket, plan: Plan) -> None:
     con = cache.con
     now = utc_now()
     for obj, reason in plan.unexpected:
-        parsed_room = obj.key.split("/")[1] if obj.key.count("/") >= 1 else None
         con.execute(
             UPSERT_FILE,
             {
                 "path": obj.key,
-                "room_id": parsed_room,
+                "room_id": key_room(obj.key),
                 "size": obj.size,
                 "version": obj.version,
                 "sha256": None,
