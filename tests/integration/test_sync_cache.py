@@ -135,6 +135,54 @@ def test_cache_migrate_dry_run_then_migrate(tmp_path: Path):
         assert ran.out.strip() == "the cache is up to date"
 
 
+def test_a_cache_filled_before_the_column_compression_migration_keeps_every_row(
+    vector_bucket: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Migration 0009 copies event_rows and timeline_rows into tables that name their
+    columns' compression: every row and value stays, the views read the new tables, and
+    the next sync carries on with the sequence where it was."""
+    from bucketchat.cache import migrations
+
+    db = tmp_path / "cache.duckdb"
+    shipped = migrations.shipped_migrations()
+    assert shipped[-1].version == 9 and shipped[-1].name == "column_compression"
+    monkeypatch.setattr(migrations, "shipped_migrations", lambda folder=None: shipped[:-1])
+    alice = Author.of(ALICE)
+    now = int(time.time() * 1000)
+    write_events(
+        vector_bucket,
+        "compressed",
+        [alice.join("compressed", now - 60_000), alice.message("compressed", now - 50_000, "x")],
+        alice.client_id,
+    )
+    pull(LocalBucket(vector_bucket), db)
+    assert query(db, "SELECT max(version) FROM schema_migrations") == [(8,)]
+    everything = "SELECT * FROM {} ORDER BY seq"
+    before = [query(db, everything.format(table)) for table in ("event_rows", "timeline_rows")]
+    views_before = trust_map(db), findings_list(db)
+    assert len(before[0]) >= 16 and len(before[1]) >= 8
+
+    monkeypatch.undo()
+    open_cache(db).close()
+    assert query(db, "SELECT max(version) FROM schema_migrations") == [(9,)]
+    after = [query(db, everything.format(table)) for table in ("event_rows", "timeline_rows")]
+    assert after == before
+    assert (trust_map(db), findings_list(db)) == views_before
+
+    write_events(
+        vector_bucket,
+        "compressed",
+        [alice.message("compressed", now - 40_000, "after the migration")],
+        "later",
+    )
+    pull(LocalBucket(vector_bucket), db)
+    rows = query(db, "SELECT seq, body FROM event_rows WHERE room_id = 'compressed' ORDER BY seq")
+    assert rows[-1][1] == "after the migration"
+    assert rows[-1][0] > max(row[0] for row in before[0])
+    shown = query(db, "SELECT body FROM timeline WHERE room_id = 'compressed' AND body IS NOT NULL")
+    assert ("after the migration",) in shown
+
+
 def test_cache_rebuild_gives_the_same_events_and_keeps_the_memory_of_files(
     vector_bucket: Path, tmp_path: Path
 ):
