@@ -56,7 +56,9 @@ BATCH_ROWS = 50_000
 # where folding is lower() and sender keys are string cuts that DuckDB does the same way.
 # Other rows (``odd`` is [body, sender]) get text, cjk and sender_key from search_syntax.
 # Stored-only strings are bytes fields (base64 in JSON): tantivy-py indexes every text field,
-# and indexing unique event ids and bodies as terms cost seconds for no query.
+# and indexing unique event ids and bodies as terms cost seconds for no query. Documents
+# come in the order the rows are stored: sorting them by seq held every document of a
+# full build in memory, which left the findings count beside it (pull) out of memory.
 MESSAGE_DOCUMENTS = """
 SELECT to_json({
          seq: seq,
@@ -81,7 +83,6 @@ FROM (
     WHERE version > ? AND type = 'm.room.message' AND NOT redacted AND body IS NOT NULL
       AND trust <> 'invalid'
 )
-ORDER BY seq
 """
 CHANGED_SEQS = "SELECT seq FROM timeline_rows WHERE version > ? ORDER BY seq"
 CHANGED_COUNT = "SELECT count(*) FROM timeline_rows WHERE version > ?"
@@ -197,15 +198,26 @@ def _odd_document(document: str, body: str, sender: str) -> str:
 def _add_messages(
     cache: Cache, writer: tantivy.IndexWriter, since: int, progress: IndexProgress | None
 ) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
     add = writer.add_json
-    result = cache.con.execute(MESSAGE_DOCUMENTS, [since])
-    done = 0
-    while rows := result.fetchmany(BATCH_ROWS):
-        for document, odd in rows:
-            add(document if odd is None else _odd_document(document, *odd))
-        done += len(rows)
-        if progress:
-            progress(done)
+    # DuckDB makes the next batch of documents on a thread of its own while this one hands
+    # the last to tantivy: one thread doing both was the limit of a full build.
+    cursor = cache.con.cursor()
+    try:
+        result = cursor.execute(MESSAGE_DOCUMENTS, [since])
+        done = 0
+        with ThreadPoolExecutor(1, thread_name_prefix="bucketchat-documents") as fetcher:
+            following = fetcher.submit(result.fetchmany, BATCH_ROWS)
+            while rows := following.result():
+                following = fetcher.submit(result.fetchmany, BATCH_ROWS)
+                for document, odd in rows:
+                    add(document if odd is None else _odd_document(document, *odd))
+                done += len(rows)
+                if progress:
+                    progress(done)
+    finally:
+        cursor.close()
 
 
 def update_index(

@@ -414,8 +414,7 @@ def test_a_sync_names_the_steps_after_reading(tmp_path: Path):
         "storing",
         "deciding keys",
         "building the timeline",
-        "indexing for search",
-        "counting findings",
+        "indexing for search, counting findings",
     ]
     steps.clear()
     pull(LocalBucket(root), cache, stage=steps.append)
