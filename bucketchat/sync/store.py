@@ -48,7 +48,12 @@ FILE_STATES = "SELECT path, state FROM files WHERE path IN (SELECT path FROM bat
 # the room, so matching the room as well changes nothing but lets DuckDB skip the row
 # groups of other rooms (files are stored in key order, so by room): with 1M events
 # stored, 40 ms a batch instead of 100-200.
-FIND_DUPLICATES = """
+_STORED_COPIES = """
+SELECT b.file, b.line FROM event_rows e
+JOIN batch_events b
+  ON e.room_id = b.room_id AND e.event_hash = b.event_hash AND e.signature = b.signature
+"""
+FIND_DUPLICATES = f"""
 CREATE OR REPLACE TEMP TABLE batch_duplicates AS
 SELECT file, line FROM (
     SELECT file, line,
@@ -56,10 +61,18 @@ SELECT file, line FROM (
     FROM batch_events)
 WHERE copy > 1
 UNION
-SELECT b.file, b.line FROM event_rows e
-JOIN batch_events b
-  ON e.room_id = b.room_id AND e.event_hash = b.event_hash AND e.signature = b.signature
+{_STORED_COPIES}
+"""  # noqa: S608 - built from constants
+# A batch seldom holds two copies of an event: counting its distinct (hash, signature)
+# pairs costs a quarter of numbering every copy (38 against 145 ms for 245,760 events),
+# so the numbering runs only when the count says there are copies.
+BATCH_HAS_COPIES = """
+SELECT (SELECT count(*) FROM batch_events)
+     > (SELECT count(*) FROM (SELECT DISTINCT event_hash, signature FROM batch_events))
 """
+FIND_STORED_COPIES = f"""
+CREATE OR REPLACE TEMP TABLE batch_duplicates AS SELECT DISTINCT * FROM ({_STORED_COPIES})
+"""  # noqa: S608 - built from constants
 COUNT_DUPLICATES = "SELECT count(*) FROM batch_duplicates"
 INSERT_ALL_EVENTS = "INSERT INTO event_rows BY NAME SELECT *, $now AS ingested_at FROM batch_events"
 INSERT_NEW_EVENTS = """
@@ -324,7 +337,8 @@ def write_batch(
         events = pa.concat_tables(tables)
         con.register("batch_events", events)
         try:
-            con.execute(FIND_DUPLICATES)
+            copies = con.execute(BATCH_HAS_COPIES).fetchone()
+            con.execute(FIND_DUPLICATES if copies and copies[0] else FIND_STORED_COPIES)
             counted = con.execute(COUNT_DUPLICATES).fetchone()
             duplicates = int(counted[0]) if counted else 0
             if duplicates:

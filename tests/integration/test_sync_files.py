@@ -429,3 +429,26 @@ def test_a_local_sync_commits_by_events_and_time_not_by_files(tmp_path: Path, mo
     assert report.files_ingested == 150
     assert len(commits) == 2  # batches 1-2 (240 events), then 3-4
     assert events_set(tmp_path / "one.duckdb") == events_set(tmp_path / "two.duckdb")
+
+
+def test_copies_of_an_event_are_stored_once_in_one_batch_and_across_syncs(tmp_path: Path):
+    """A copy is a line whose (hash, signature) is already stored or came earlier in key
+    order (§4): within one batch it is found by numbering the batch's copies, against
+    earlier syncs by the stored events; either way it is kept in duplicate_lines only."""
+    root, cache = tmp_path / "bucket", tmp_path / "cache.duckdb"
+    alice = Author.of(ALICE)
+    joined = alice.join("copies", BASE_MS)
+    first = alice.message("copies", BASE_MS + 1_000, "said once")
+    second = alice.message("copies", BASE_MS + 2_000, "said twice")
+    write_events(root, "copies", [joined, first, second, first], alice.client_id)
+    report = sync(root, cache)
+    assert (report.events_ingested, report.duplicates) == (3, 1)
+
+    write_events(root, "copies", [second, alice.message("copies", BASE_MS + 3_000, "new")], "x")
+    report = sync(root, cache)
+    assert (report.events_ingested, report.duplicates) == (1, 1)
+    bodies = query(cache, "SELECT body FROM event_rows WHERE room_id = 'copies' ORDER BY seq")
+    assert bodies == [(None,), ("said once",), ("said twice",), ("new",)]
+    copies = query(cache, "SELECT line FROM duplicate_lines WHERE room_id = 'copies' ORDER BY 1")
+    assert copies == [(1,), (4,)]
+    assert len(findings_of(cache, "duplicate_event")) == 2
