@@ -269,7 +269,7 @@ def pull(
         # DuckDB's memory is bounded in the steps after the files, which a big sync's
         # peak depends on. The timeline rows' sort spills at 384 MB: 512 MB makes it
         # ~1.1 s faster for ~195 MiB more, which still leaves a cold sync of 1M events
-        # peaking where its files are stored (~690 -> ~880 MiB here against ~920 there).
+        # peaking where its files are stored (~800 MiB here against 850-920 MiB there).
         cache.con.execute(TIMELINE_MEMORY_LIMIT)
         step("building the timeline")
         refresh(cache)  # the timeline rows catch up
