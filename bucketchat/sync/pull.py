@@ -87,7 +87,6 @@ FINDING_COUNTS = "SELECT kind, count(*) FROM findings_in($rooms::VARCHAR[]) GROU
 TAIL_MEMORY_LIMIT = "SET memory_limit = '384MB'"
 TIMELINE_MEMORY_LIMIT = "SET memory_limit = '512MB'"
 ANY_EVENT = "SELECT 1 FROM event_rows LIMIT 1"
-ALL_ROOMS = "SELECT DISTINCT room_id FROM event_rows"
 PUBLISHED_KEYS_ALL = """
 SELECT DISTINCT room_id, sender_id, public_key FROM event_rows
 WHERE type = 'm.room.member' AND public_key IS NOT NULL
@@ -239,6 +238,7 @@ def pull(
         step("storing")  # the writer's last batches and commit
 
     from bucketchat.sync.keys import (
+        ALL_ROOMS,
         key_event_marks,
         record_decided,
         refresh_room_keys,

@@ -10,7 +10,6 @@ later from the room's key events (PROTOCOL.md §5), in timeline order.
 from __future__ import annotations
 
 import gc
-import hashlib
 import itertools
 import os
 from binascii import b2a_base64
@@ -205,7 +204,7 @@ def read_file(
     result = FileResult(
         key=key,
         size=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=sha256(data).hexdigest(),
         ends_with_newline=data.endswith(b"\n"),
     )
     parsed: list[tuple[int, ParsedEvent]] = []
