@@ -29,6 +29,7 @@ test-fast: setup
 lint: setup
 	$(VENV)/bin/ruff check bucketchat tests benchmarks
 	$(VENV)/bin/mypy bucketchat
+	$(VENV)/bin/lint-imports
 
 DATA := benchmarks/data
 

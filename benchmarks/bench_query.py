@@ -28,9 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bucketchat.cache import open_cache  # noqa: E402
-from bucketchat.export import ExportOptions, export_parquet, resolve_rooms  # noqa: E402
-from bucketchat.fulltext import Searcher, index_dir  # noqa: E402
-from bucketchat.query import thread, timeline  # noqa: E402
+from bucketchat.export import ExportOptions, resolve_rooms  # noqa: E402
+from bucketchat.export.parquet import export_parquet  # noqa: E402
+from bucketchat.projections.search.index import index_dir  # noqa: E402
+from bucketchat.projections.search.searcher import Searcher  # noqa: E402
+from bucketchat.projections.timeline.read import thread, timeline  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 SECTION = "## Query layer"
@@ -120,11 +122,11 @@ def main(argv: list[str] | None = None) -> None:
     load_before = os.getloadavg()[0]
 
     if args.bucket and not args.db.exists():
+        from bucketchat.session import sync_bucket
         from bucketchat.storage import LocalBucket
-        from bucketchat.sync.pull import pull
 
         started = time.perf_counter()
-        report = pull(LocalBucket(args.bucket), args.db)
+        report = sync_bucket(LocalBucket(args.bucket), args.db)
         seconds = time.perf_counter() - started
         notes.append(
             f"first sync of {report.events_ingested:,} events in {report.files_ingested:,} "
@@ -132,8 +134,8 @@ def main(argv: list[str] | None = None) -> None:
         )
 
     with open_cache(args.db) as cache:
-        from bucketchat import query_state
-        from bucketchat.fulltext import update_index
+        from bucketchat.projections.search.index import update_index
+        from bucketchat.projections.timeline import refresh as query_state
 
         started = time.perf_counter()
         query_state.refresh(cache, full=True)
@@ -142,20 +144,20 @@ def main(argv: list[str] | None = None) -> None:
         started = time.perf_counter()
         indexed = update_index(cache)
         index_s = time.perf_counter() - started
-        events = cache.con.execute("SELECT count(*) FROM event_rows").fetchone()
+        events = cache.one("SELECT count(*) FROM event_rows")
         total_events = int(events[0]) if events else 0
         # what each sync pays for a room it touched: the largest room recomputed, rolled back
-        big_room, big_items = cache.con.execute(
+        big_room, big_items = cache.one(
             "SELECT room_id, items FROM timeline_rooms ORDER BY items DESC LIMIT 1"
-        ).fetchone() or ("", 0)
-        fingerprints = dict(cache.con.execute(query_state.ROOM_KEY_FINGERPRINTS).fetchall())
+        ) or ("", 0)
+        fingerprints = dict(cache.rows(query_state.ROOM_KEY_FINGERPRINTS))
         room_runs = []
         for _ in range(3):
-            cache.con.execute("BEGIN TRANSACTION")
+            cache.execute("BEGIN TRANSACTION")
             started = time.perf_counter()
             query_state._refresh_rooms(cache, [big_room], 0, fingerprints)
             room_runs.append(time.perf_counter() - started)
-            cache.con.execute("ROLLBACK")
+            cache.execute("ROLLBACK")
     rows.append(("full timeline refresh (all rooms)", f"{refresh_s * 1000:,.0f} ms", "—"))
     rows.append((f"full search index build ({indexed:,} rows)", f"{index_s:,.1f} s", "—"))
     rows.append((f"a room recomputed whole ({big_items:,} items; the append path skips this)",
@@ -176,27 +178,27 @@ def main(argv: list[str] | None = None) -> None:
         rows.append((label, f"{p50:.2f} ms", f"{p95:.2f} ms ({len(hits)} hits)"))
 
     with open_cache(args.db, read_only=True) as cache:
-        rooms = [r[0] for r in cache.con.execute(
+        rooms = [r[0] for r in cache.rows(
             "SELECT room_id FROM timeline_rows GROUP BY room_id ORDER BY count(*) DESC"
-        ).fetchall()]
+        )]
         room = rooms[0]
         p50, p95, items = timed(lambda: timeline(cache, room, limit=50), args.repeat)
         rows.append(("log page (newest 50)", f"{p50:.2f} ms", f"{p95:.2f} ms"))
-        middle_row = cache.con.execute(
+        middle_row = cache.one(
             "SELECT event_id FROM timeline_rows WHERE room_id = ? "
             "ORDER BY timestamp_ms LIMIT 1 OFFSET (SELECT count(*) // 2 FROM timeline_rows "
             "WHERE room_id = ?)",
             [room, room],
-        ).fetchone()
+        )
         middle = str(middle_row[0]) if middle_row else items[0]["event_id"]
         p50, p95, _ = timed(lambda: timeline(cache, room, limit=50, before=middle), args.repeat)
         rows.append(("log page (--before, mid-room)", f"{p50:.2f} ms", f"{p95:.2f} ms"))
-        big = cache.con.execute(
+        big = cache.one(
             "SELECT root_event_id, reply_count FROM threads ORDER BY reply_count DESC LIMIT 1"
-        ).fetchone()
-        reply = cache.con.execute(
+        )
+        reply = cache.one(
             "SELECT event_id FROM timeline_rows WHERE depth >= 2 LIMIT 1"
-        ).fetchone()
+        )
         if big:
             p50, p95, found = timed(lambda: thread(cache, str(big[0])), args.repeat)
             rows.append((f"thread from its root ({len(found['events'])} events)",

@@ -9,7 +9,7 @@
 ``db`` is the cache file; without it the settings decide (``BUCKETCHAT_DB``, or the cache
 of ``BUCKETCHAT_BUCKET`` / the config file), exactly as for the CLI. Each call first lets
 the timeline rows catch up with anything synced since, then opens the cache read-only, so
-a running ``sync`` is never blocked for long.
+a running ``sync`` is never blocked for long. Each is a thin call into ``bucketchat.session``.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    import duckdb
     import pyarrow as pa
 
-    from bucketchat.cache import Cache
+    from bucketchat.cache import Connection
+    from bucketchat.session import Session
 
 
 def _path(db: str | Path | None) -> Path:
@@ -32,27 +32,20 @@ def _path(db: str | Path | None) -> Path:
     return Settings.resolve().cache_path()
 
 
-def _existing(db: str | Path | None) -> Path:
-    from bucketchat.errors import UsageError
+def _session(db: str | Path | None) -> Session:
+    from bucketchat.session import Session
 
-    path = _path(db)
-    if not path.exists():
-        raise UsageError(f"no cache at {path}: run `bucketchat sync` first")
-    return path
+    return Session(None, _path(db))
 
 
-def _open(db: str | Path | None) -> Cache:
-    from bucketchat.query_state import open_fresh
-
-    return open_fresh(_existing(db))
-
-
-def connect(db: str | Path | None = None) -> duckdb.DuckDBPyConnection:
+def connect(db: str | Path | None = None) -> Connection:
     """A read-only DuckDB connection to the cache, with the views of the README.
 
     Close it when done: while it is open, no sync can write the cache.
     """
-    return _open(db).con
+    from bucketchat.cache import read_only_connection
+
+    return read_only_connection(_session(db).open_fresh())
 
 
 def _time(value: str | int | None, *, end_of_day: bool = False) -> int | None:
@@ -78,26 +71,19 @@ def timeline(
     ``since``/``until`` are ISO 8601 dates or times (a date alone as ``until`` includes
     the day) or protocol milliseconds. Columns as in ``log --json``.
     """
-    from bucketchat.query import timeline_arrow
-
-    with _open(db) as cache:
-        return timeline_arrow(
-            cache,
-            room,
-            limit=limit,
-            before=before,
-            since_ms=_time(since),
-            until_ms=_time(until, end_of_day=True),
-            include_invalid=include_invalid,
-        )
+    return _session(db).timeline_table(
+        room,
+        limit=limit,
+        before=before,
+        since_ms=_time(since),
+        until_ms=_time(until, end_of_day=True),
+        include_invalid=include_invalid,
+    )
 
 
 def thread(event_id: str, *, db: str | Path | None = None) -> pa.Table:
     """The thread containing ``event_id``: root first, every event with its ``depth``."""
-    from bucketchat.query import thread_arrow
-
-    with _open(db) as cache:
-        return thread_arrow(cache, event_id)
+    return _session(db).thread_table(event_id)
 
 
 def search(
@@ -111,10 +97,7 @@ def search(
     limit: int = 20,
 ) -> list[dict[str, Any]]:
     """Ranked hits over current message text, as ``search --json`` prints them."""
-    from bucketchat.fulltext import open_searcher
-
-    searcher = open_searcher(_existing(db))
-    hits = searcher.search(
+    hits = _session(db).search(
         query,
         room=room,
         sender=sender,

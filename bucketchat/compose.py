@@ -72,14 +72,14 @@ def chain_head(
     have read back yet). Timestamps never go backwards along a chain, so "later" is safe.
     """
     public = key.public_key
-    pending = cache.con.execute(OUTBOX_HEAD, [room_id, public, True]).fetchone()
+    pending = cache.one(OUTBOX_HEAD, [room_id, public, True])
     if pending is not None:
         return str(pending[0]), int(pending[1])
     heads = [
-        cache.con.execute(
+        cache.one(
             CHAIN_HEAD, {"room": room_id, "key": public, "sender": sender_id}
-        ).fetchone(),
-        cache.con.execute(OUTBOX_HEAD, [room_id, public, False]).fetchone(),
+        ),
+        cache.one(OUTBOX_HEAD, [room_id, public, False]),
     ]
     found = [(str(row[0]), int(row[1])) for row in heads if row is not None]
     return max(found, key=lambda head: head[1]) if found else None
@@ -88,7 +88,7 @@ def chain_head(
 def key_published(cache: Cache, room_id: str, sender_id: str, key: SigningKey) -> bool:
     public = key.public_key
     params = [room_id, sender_id, public, room_id, sender_id, public]
-    return cache.con.execute(KEY_PUBLISHED, params).fetchone() is not None
+    return cache.one(KEY_PUBLISHED, params) is not None
 
 
 def room_of_event(event_id: str) -> str:
@@ -131,9 +131,9 @@ def compose(
         event = Event.model_validate(signed)
         line = json.dumps(event.wire(), ensure_ascii=False)
         digest = event_hash(signed)
-        outbox_id = cache.con.execute(NEXT_OUTBOX_ID).fetchone()
+        outbox_id = cache.one(NEXT_OUTBOX_ID)
         assert outbox_id is not None
-        cache.con.execute(
+        cache.execute(
             INSERT_OUTBOX,
             [
                 outbox_id[0],

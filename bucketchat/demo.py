@@ -24,9 +24,10 @@ from bucketchat.compose import (
 from bucketchat.errors import UsageError
 from bucketchat.keystore import FileKeystore
 from bucketchat.protocol.signing import SigningKey
+from bucketchat.session import sync_bucket
 from bucketchat.storage import LocalBucket
-from bucketchat.sync.pull import SyncReport, pull
 from bucketchat.sync.push import push
+from bucketchat.sync.report import SyncReport
 from bucketchat.timeutil import now_ms
 
 MARKER = "bucketchat-demo.json"
@@ -114,8 +115,25 @@ def build_demo(directory: Path, force: bool = False) -> DemoResult:
     writer_cache = directory / "outbox.duckdb"
     start = (now_ms() // 86_400_000 - 3) * 86_400_000 + 9 * 3_600_000  # 09:00 UTC, 3 days ago
     say = _Writer(writer_cache, keys, start)
-    alice, bob, carol = PEOPLE
+    _introduce(bucket, say, keys)
+    _general(say)
+    push(bucket, writer_cache)
+    say.tick(60 * 20)  # the next morning
+    _design(say)
+    push(bucket, writer_cache)
+    say.tick(60 * 20)
+    _random(say)
+    push(bucket, writer_cache)
 
+    tampered = _tamper(bucket_dir, TAMPERED_ROOM)
+    writer_cache.unlink()
+    cache_path = directory / "cache.duckdb"
+    report = sync_bucket(bucket, cache_path, upload_outbox=False)
+    return DemoResult(directory, bucket_dir, cache_path, list(ROOMS), say.count, tampered, report)
+
+
+def _introduce(bucket: LocalBucket, say: _Writer, keys: dict[str, SigningKey]) -> None:
+    """Every room's metadata, and every person joining it with their key."""
     for room, (name, topic) in ROOMS.items():
         metadata = {
             "room_id": room,
@@ -129,6 +147,10 @@ def build_demo(directory: Path, force: bool = False) -> DemoResult:
         for person, displayname in PEOPLE.items():
             say(person, room, "m.room.member", join_content(keys[person], displayname), minutes=1)
 
+
+def _general(say: _Writer) -> None:
+    """A welcome with reactions, a thread of three, an edited typo."""
+    alice, bob, carol = PEOPLE
     hello = say(
         alice,
         "general",
@@ -174,9 +196,11 @@ def build_demo(directory: Path, force: bool = False) -> DemoResult:
         carol, "general", "m.room.edit", edit_content(typo, "Lunch at noon? I'll bring the coffee.")
     )
     say(alice, "general", "m.room.reaction", reaction_content(typo, "☕"))
-    push(bucket, writer_cache)
 
-    say.tick(60 * 20)  # the next morning
+
+def _design(say: _Writer) -> None:
+    """A thread about the design, a redacted mistake, text to search in several scripts."""
+    alice, bob, carol = PEOPLE
     mockup = say(
         carol,
         "design",
@@ -213,19 +237,14 @@ def build_demo(directory: Path, force: bool = False) -> DemoResult:
         message_content("Search should find «café» when I type cafe, and Ελληνικά and 日本語 too."),
         minutes=30,
     )
-    push(bucket, writer_cache)
 
-    say.tick(60 * 20)
+
+def _random(say: _Writer) -> None:
+    """Small talk, and the line that is tampered with afterwards."""
+    alice, bob, carol = PEOPLE
     say(alice, "random", "m.room.message", message_content("Anyone up for a walk later?"))
     say(bob, "random", "m.room.message", message_content(ORIGINAL_TEXT), minutes=5)
     say(carol, "random", "m.room.message", message_content("Count me in for the walk."))
-    push(bucket, writer_cache)
-
-    tampered = _tamper(bucket_dir, TAMPERED_ROOM)
-    writer_cache.unlink()
-    cache_path = directory / "cache.duckdb"
-    report = pull(bucket, cache_path)
-    return DemoResult(directory, bucket_dir, cache_path, list(ROOMS), say.count, tampered, report)
 
 
 def _tamper(bucket_dir: Path, room: str) -> str:

@@ -1,5 +1,9 @@
-"""The DuckDB cache: connection, migrations and bulk writes; the only importer of duckdb."""
+"""The DuckDB cache: connection, migrations and upkeep; the only importer of duckdb.
 
-from bucketchat.cache.connection import Cache, open_cache
+Everything else runs SQL through ``Cache``'s methods, which turn DuckDB's errors into
+``CacheError``; the raw connection never leaves this package.
+"""
 
-__all__ = ["Cache", "open_cache"]
+from bucketchat.cache.connection import Cache, Connection, open_cache, read_only_connection
+
+__all__ = ["Cache", "Connection", "open_cache", "read_only_connection"]

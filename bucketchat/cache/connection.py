@@ -8,16 +8,25 @@ says the cache is busy (exit 3); writers keep the cache open only for a batch.
 from __future__ import annotations
 
 import contextlib
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
 from bucketchat.cache.migrations import apply_migrations
 from bucketchat.errors import CacheBusy, CacheError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+#: What the API's ``connect`` hands to notebooks: DuckDB's own connection, read-only.
+Connection = duckdb.DuckDBPyConnection
+Params = Sequence[Any] | Mapping[str, Any] | None
+_MEMORY_SIZE = re.compile(r"\d+(\.\d+)?\s*[KMGT]i?B")
 
 DEFAULT_WAIT_SECONDS = 10.0  # longer than a sync's longest transaction (sync.store)
 WRITER_MEMORY_LIMIT = "512MB"
@@ -76,15 +85,21 @@ def _quiet(con: duckdb.DuckDBPyConnection) -> None:
 
 
 class Cache:
-    """An open cache. Use as a context manager so the file is released promptly."""
+    """An open cache: the one way the rest of bucketchat runs SQL on it.
+
+    Every method wraps DuckDB's errors into ``CacheError`` (one line naming the cache), so no
+    driver exception reaches a front end; the connection itself stays inside this package.
+    Use it as a context manager so the file is released promptly: while a process holds it
+    for writing, no other process can open it at all.
+    """
 
     def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -> None:
-        self.con = con
+        self._con = con
         self.path = path
         self.read_only = read_only
 
     def close(self) -> None:
-        self.con.close()
+        self._con.close()
 
     def __enter__(self) -> Cache:
         return self
@@ -97,24 +112,146 @@ class Cache:
     ) -> None:
         self.close()
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        self.con.execute("BEGIN TRANSACTION")
+    # -- running SQL ------------------------------------------------------------------
+
+    def _run(self, sql: str, params: Params = None) -> duckdb.DuckDBPyConnection:
         try:
-            yield self.con
+            return self._con.execute(sql, params)
+        except duckdb.Error as exc:
+            raise self._error(exc) from exc
+
+    def _error(self, exc: duckdb.Error) -> CacheError:
+        return CacheError(f"the cache {self.path}: {' '.join(str(exc).split())}")
+
+    def execute(self, sql: str, params: Params = None) -> None:
+        """Run one statement for its effect."""
+        self._run(sql, params)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        try:
+            self._con.executemany(sql, list(rows))
+        except duckdb.Error as exc:
+            raise self._error(exc) from exc
+
+    def one(self, sql: str, params: Params = None) -> tuple[Any, ...] | None:
+        """The first row, or None."""
+        result = self._run(sql, params)
+        try:
+            return result.fetchone()
+        except duckdb.Error as exc:
+            raise self._error(exc) from exc
+
+    def value(self, sql: str, params: Params = None, default: Any = None) -> Any:
+        """The first column of the first row (``default`` when there is no row or it is null)."""
+        row = self.one(sql, params)
+        return default if row is None or row[0] is None else row[0]
+
+    def rows(self, sql: str, params: Params = None) -> list[tuple[Any, ...]]:
+        result = self._run(sql, params)
+        try:
+            return result.fetchall()
+        except duckdb.Error as exc:
+            raise self._error(exc) from exc
+
+    def records(self, sql: str, params: Params = None) -> list[dict[str, Any]]:
+        """The rows as dicts keyed by column name."""
+        columns, rows = self.table(sql, params)
+        return [dict(zip(columns, row, strict=True)) for row in rows]
+
+    def table(
+        self, sql: str, params: Params = None, limit: int | None = None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """(column names, rows), at most ``limit`` rows."""
+        result = self._run(sql, params)
+        try:
+            columns = [d[0] for d in result.description or []]
+            rows = result.fetchall() if limit is None else result.fetchmany(limit)
+        except duckdb.Error as exc:
+            raise self._error(exc) from exc
+        return columns, rows
+
+    def arrow(self, sql: str, params: Params = None) -> pa.Table:
+        result = self._run(sql, params)
+        try:
+            return result.to_arrow_table()
+        except duckdb.Error as exc:
+            raise self._error(exc) from exc
+
+    def batches(
+        self, sql: str, params: Params = None, size: int = 10_000
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """The rows ``size`` at a time, fetched as they are consumed."""
+        result = self._run(sql, params)
+        while True:
+            try:
+                rows = result.fetchmany(size)
+            except duckdb.Error as exc:
+                raise self._error(exc) from exc
+            if not rows:
+                return
+            yield rows
+
+    def register(self, name: str, table: pa.Table) -> None:
+        """Make an Arrow table visible to SQL as ``name`` until ``unregister``."""
+        try:
+            self._con.register(name, table)
+        except duckdb.Error as exc:
+            raise self._error(exc) from exc
+
+    def unregister(self, name: str) -> None:
+        self._con.unregister(name)
+
+    @contextlib.contextmanager
+    def registered(self, name: str, table: pa.Table) -> Iterator[None]:
+        """An Arrow table visible to SQL as ``name`` while the block runs."""
+        self.register(name, table)
+        try:
+            yield
+        finally:
+            self.unregister(name)
+
+    def beside(self) -> Cache:
+        """A second cursor on the same open database, for work on another thread."""
+        return Cache(self._con.cursor(), self.path, self.read_only)
+
+    # -- transactions and settings ------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.begin()
+        try:
+            yield
         except BaseException:
-            self.con.execute("ROLLBACK")
+            self.rollback()
             raise
-        self.con.execute("COMMIT")
+        self.commit()
+
+    def begin(self) -> None:
+        self.execute("BEGIN TRANSACTION")
+
+    def commit(self) -> None:
+        self.execute("COMMIT")
+
+    def rollback(self) -> None:
+        """Roll back the open transaction; a failed statement may have ended it already."""
+        with contextlib.suppress(duckdb.Error):
+            self._con.execute("ROLLBACK")
+
+    def limit_memory(self, size: str) -> None:
+        """Bound DuckDB's memory for what follows (it spills the rest to disk)."""
+        if not _MEMORY_SIZE.fullmatch(size):
+            raise ValueError(f"not a memory size: {size!r}")
+        self.execute(f"SET memory_limit = '{size}'")
+
+    def limit_threads(self, threads: int) -> None:
+        self.execute(f"SET threads = {int(threads)}")
 
     def meta(self, key: str) -> str | None:
-        row = self.con.execute("SELECT value FROM cache_meta WHERE key = ?", [key]).fetchone()
+        row = self.one("SELECT value FROM cache_meta WHERE key = ?", [key])
         return None if row is None else str(row[0])
 
     def set_meta(self, key: str, value: str) -> None:
-        self.con.execute(
-            "INSERT OR REPLACE INTO cache_meta (key, value) VALUES (?, ?)", [key, value]
-        )
+        self.execute("INSERT OR REPLACE INTO cache_meta (key, value) VALUES (?, ?)", [key, value])
 
 
 def open_cache(
@@ -137,10 +274,21 @@ def open_cache(
     con = _connect(path, False, wait_seconds)
     try:
         apply_migrations(con)
+    except duckdb.Error as exc:
+        con.close()
+        raise CacheError(f"cannot migrate the cache {path}: {' '.join(str(exc).split())}") from exc
     except BaseException:
         con.close()
         raise
     return Cache(con, path, False)
+
+
+def read_only_connection(cache: Cache) -> Connection:
+    """The DuckDB connection of a read-only ``cache``, handed over to its new owner (a
+    notebook's ``bucketchat.connect()``), who closes it."""
+    if not cache.read_only:
+        raise CacheError("only a read-only open of the cache is handed out")
+    return cache._con
 
 
 def pending_migrations_read_only(con: duckdb.DuckDBPyConnection) -> bool:

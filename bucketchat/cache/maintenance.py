@@ -50,7 +50,7 @@ def migrate(path: Path, dry_run: bool = False) -> list[str]:
 def clear_events(path: Path) -> None:
     with open_cache(path) as cache, cache.transaction():
         for statement in CLEAR_FOR_REBUILD:
-            cache.con.execute(statement)
+            cache.execute(statement)
 
 
 def info(path: Path) -> dict[str, Any]:
@@ -58,6 +58,5 @@ def info(path: Path) -> dict[str, Any]:
     details["size_bytes"] = path.stat().st_size if path.exists() else 0
     with open_cache(path, read_only=True) as cache:
         for name, query in COUNTS.items():
-            row = cache.con.execute(query).fetchone()
-            details[name] = row[0] if row else 0
+            details[name] = cache.value(query, default=0)
     return details

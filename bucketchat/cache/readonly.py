@@ -20,7 +20,7 @@ MAX_ROWS = 100_000
 
 def run_read_only(path: Path, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     with open_cache(path, read_only=True) as cache:
-        con = cache.con
+        con = cache._con  # this package's own: file access is switched off below
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
         try:

@@ -10,7 +10,12 @@ AREAS = (
     "bucketchat.cli.keys",
     "bucketchat.cli.write",
     "bucketchat.cli.sync",
+    "bucketchat.cli.rooms",
+    "bucketchat.cli.audit",
+    "bucketchat.cli.sql",
+    "bucketchat.cli.cache",
     "bucketchat.cli.read",
+    "bucketchat.cli.export",
     "bucketchat.cli.demo",
 )
 

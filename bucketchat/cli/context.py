@@ -1,4 +1,4 @@
-"""What every command shares: resolved settings, the two consoles, JSON output.
+"""What every command shares: resolved settings, the session, the two consoles, JSON output.
 
 People-facing output goes through Rich on stdout; ``--json`` prints exactly one JSON
 document on stdout; progress, notices and warnings go to stderr.
@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 
 from bucketchat.config import Settings
+
+if TYPE_CHECKING:
+    from bucketchat.session import Session
 
 
 @dataclass
@@ -37,6 +40,14 @@ def state(ctx: typer.Context) -> AppState:
     if not isinstance(root.obj, AppState):
         root.obj = AppState()
     return root.obj
+
+
+def open_session(ctx: typer.Context, *, identity: bool = True, bucket: bool = True) -> Session:
+    """The session of the command's settings: with ``identity`` the user and device key
+    (writing), with ``bucket`` the bucket (syncing); reading needs neither."""
+    from bucketchat.session import Session
+
+    return Session.from_settings(state(ctx).settings, identity=identity, bucket=bucket)
 
 
 def out() -> Console:

@@ -27,8 +27,8 @@ def demo(
     force: bool = typer.Option(False, "--force", help="Replace an earlier demo in --dir."),
 ) -> None:
     """Make a local demo bucket (3 rooms, 3 senders, one tampered file) and explore it."""
-    from bucketchat.audit import audit_report
     from bucketchat.demo import PEOPLE, build_demo
+    from bucketchat.session import Session
 
     result = build_demo(directory, force=force)
     console = out()
@@ -45,13 +45,11 @@ def demo(
             title="bucketchat demo",
         )
     )
-    from bucketchat import query
-    from bucketchat.cli.read import print_timeline
-    from bucketchat.query_state import open_fresh
+    from bucketchat.cli.render import print_timeline
 
-    with open_fresh(result.cache) as cache:
-        report = audit_report(cache)
-        items = query.timeline(cache, "general", limit=20)
+    session = Session(None, result.cache)
+    items = session.timeline("general", limit=20)
+    report = session.findings()
     console.print("\n[bold]#general[/]")
     print_timeline(items)
     summary = report["summary"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from bucketchat.cli.session import make_client
+from bucketchat.cli.context import open_session
 
 ROOM = typer.Argument(..., help="The room id.", show_default=False)
 EVENT = typer.Argument(..., help="The event id to act on.", show_default=False)
@@ -37,8 +37,8 @@ def room_create(
     ),
 ) -> None:
     """Create a room (its metadata.json) in the bucket and join it."""
-    client = make_client(ctx)
-    created = client.create_room(room, name=name, topic=topic, lock_days=lock_days)
+    session = open_session(ctx)
+    created = session.create_room(room, name=name, topic=topic, lock_days=lock_days)
     from bucketchat.cli.context import err
 
     if not created:
@@ -48,12 +48,12 @@ def room_create(
 
 def join(ctx: typer.Context, room: str = ROOM) -> None:
     """Join a room, publishing this device's public key (PROTOCOL.md §5)."""
-    print(make_client(ctx).join(room).event_id)
+    print(open_session(ctx).join(room).event_id)
 
 
 def leave(ctx: typer.Context, room: str = ROOM) -> None:
     """Leave a room."""
-    print(make_client(ctx).write(room, "m.room.member", {"membership": "leave"}).event_id)
+    print(open_session(ctx).write(room, "m.room.member", {"membership": "leave"}).event_id)
 
 
 def send(
@@ -70,7 +70,7 @@ def send(
     """Send a message; prints its event id."""
     from bucketchat.compose import message_content
 
-    print(make_client(ctx).write(room, "m.room.message", message_content(text), reply_to).event_id)
+    print(open_session(ctx).write(room, "m.room.message", message_content(text), reply_to).event_id)
 
 
 def edit(
@@ -81,9 +81,9 @@ def edit(
     """Edit one of your messages; prints the edit's event id."""
     from bucketchat.compose import edit_content, room_of_event
 
-    client = make_client(ctx)
+    session = open_session(ctx)
     print(
-        client.write(room_of_event(event_id), "m.room.edit", edit_content(event_id, text)).event_id
+        session.write(room_of_event(event_id), "m.room.edit", edit_content(event_id, text)).event_id
     )
 
 
@@ -95,9 +95,9 @@ def redact(
     """Redact one of your events: its text disappears from every output."""
     from bucketchat.compose import redaction_content, room_of_event
 
-    client = make_client(ctx)
+    session = open_session(ctx)
     content = redaction_content(event_id, reason)
-    print(client.write(room_of_event(event_id), "m.room.redaction", content).event_id)
+    print(session.write(room_of_event(event_id), "m.room.redaction", content).event_id)
 
 
 def react(
@@ -108,9 +108,9 @@ def react(
     """React to an event."""
     from bucketchat.compose import reaction_content, room_of_event
 
-    client = make_client(ctx)
+    session = open_session(ctx)
     print(
-        client.write(
+        session.write(
             room_of_event(event_id), "m.room.reaction", reaction_content(event_id, key)
         ).event_id
     )

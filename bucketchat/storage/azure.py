@@ -18,30 +18,27 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from bucketchat.errors import BucketError, UsageError
+from bucketchat.errors import UsageError
 from bucketchat.storage.base import (
     CONNECT_TIMEOUT,
     PAGE_SIZE,
     READ_TIMEOUT,
     READ_WORKERS,
     Calls,
+    CloudBucket,
     Diagnosis,
     Fault,
     LockStatus,
     ObjectInfo,
     RetryPolicy,
-    check_key,
     cloudpathlib_cache,
     content_type,
-    join_prefix,
-    parallel_reads,
 )
-from bucketchat.storage.s3 import split_cloud_url
 
 AZURE_SUFFIX = ".blob.core.windows.net"
 
@@ -77,7 +74,7 @@ def diagnose(exc: BaseException) -> Diagnosis | None:
     return None
 
 
-class AzureBucket:
+class AzureBucket(CloudBucket):
     """An Azure Blob container (or a prefix in one) through azure-storage-blob."""
 
     scheme = "az"
@@ -98,11 +95,8 @@ class AzureBucket:
         from urllib3.util.retry import Retry
 
         table = dict(table or {})
-        self.container, self.prefix = split_cloud_url(url, "az")
-        self.url = (
-            f"az://{self.container}/{self.prefix}" if self.prefix else f"az://{self.container}"
-        )
-        self.workers = workers
+        super().__init__(url, workers)
+        self.container = self.name
         # One requests session with a connection per worker and urllib3 retries off.
         session = requests.Session()
         adapter = HTTPAdapter(
@@ -170,12 +164,6 @@ class AzureBucket:
         custom = not host.endswith(AZURE_SUFFIX)
         return DefaultAzureCredential(exclude_managed_identity_credential=custom)
 
-    def _full(self, key: str) -> str:
-        return join_prefix(self.prefix, check_key(key))
-
-    def cloud_path(self, key: str) -> Any:
-        return self.cloud_client.CloudPath(f"az://{self.container}/{self._full(key)}")
-
     def list(self, prefix: str = "rooms/") -> Iterator[ObjectInfo]:
         base = f"{self.prefix}/" if self.prefix else ""
         full = base + prefix
@@ -206,9 +194,6 @@ class AzureBucket:
 
     def read(self, key: str) -> bytes:
         return self.calls.run("read", partial(self._get, self._full(key)), key=key)
-
-    def read_many(self, keys: Iterable[str]) -> Iterator[tuple[str, bytes | BucketError]]:
-        return parallel_reads(self.read, keys, self.workers)
 
     def exists(self, key: str) -> bool:
         blob = self.container_client.get_blob_client(self._full(key))

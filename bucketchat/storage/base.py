@@ -14,12 +14,14 @@ from __future__ import annotations
 import random
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import Any, NamedTuple, Protocol, TypeVar, cast
+from typing import Any, ClassVar, NamedTuple, Protocol, TypeVar, cast
+from urllib.parse import urlparse
 
 from bucketchat.errors import (
     BucketAccessDenied,
@@ -109,6 +111,40 @@ def cloudpathlib_cache() -> dict[str, Any]:
 
     folder = data_dir() / "cloud-cache" / uuid.uuid4().hex
     return {"local_cache_dir": str(folder), "file_cache_mode": "close_file"}
+
+
+def split_cloud_url(url: str, scheme: str) -> tuple[str, str]:
+    parsed = urlparse(url)
+    if parsed.scheme != scheme or not parsed.netloc:
+        raise UsageError(f"{url!r} is not a {scheme}://bucket/prefix URL")
+    return parsed.netloc, parsed.path.strip("/")
+
+
+class CloudBucket(ABC):
+    """What the cloud backends share: the bucket (or container) and prefix of the URL, keys
+    under that prefix, parallel reads, and cloudpathlib paths for notebooks."""
+
+    scheme: ClassVar[str]
+    cloud_client: Any  # the backend's cloudpathlib client
+
+    def __init__(self, url: str, workers: int) -> None:
+        self.name, self.prefix = split_cloud_url(url, self.scheme)
+        base = f"{self.scheme}://{self.name}"
+        self.url = f"{base}/{self.prefix}" if self.prefix else base
+        self.workers = workers
+
+    def _full(self, key: str) -> str:
+        return join_prefix(self.prefix, check_key(key))
+
+    def cloud_path(self, key: str) -> Any:
+        """The cloudpathlib path of ``key`` (for notebooks and ad-hoc use)."""
+        return self.cloud_client.CloudPath(f"{self.scheme}://{self.name}/{self._full(key)}")
+
+    @abstractmethod
+    def read(self, key: str) -> bytes: ...
+
+    def read_many(self, keys: Iterable[str]) -> Iterator[tuple[str, bytes | BucketError]]:
+        return parallel_reads(self.read, keys, self.workers)
 
 
 def check_key(key: str) -> str:

@@ -16,30 +16,27 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
 
-from bucketchat.errors import BucketError, UsageError
+from bucketchat.errors import UsageError
 from bucketchat.storage.base import (
     CONNECT_TIMEOUT,
     PAGE_SIZE,
     READ_TIMEOUT,
     READ_WORKERS,
     Calls,
+    CloudBucket,
     Diagnosis,
     Fault,
     LockStatus,
     ObjectInfo,
     RetryPolicy,
-    check_key,
     cloudpathlib_cache,
     content_type,
-    join_prefix,
-    parallel_reads,
 )
-from bucketchat.storage.s3 import split_cloud_url
 
 T = TypeVar("T")
 TIMEOUT = (CONNECT_TIMEOUT, READ_TIMEOUT)
@@ -112,7 +109,7 @@ def _endpoint_url(value: str) -> str:
     return value if "://" in value else f"http://{value}"
 
 
-class GCSBucket:
+class GCSBucket(CloudBucket):
     """A Google Cloud Storage bucket (or a prefix in one) through google-cloud-storage."""
 
     scheme = "gs"
@@ -130,9 +127,8 @@ class GCSBucket:
         from google.cloud import storage
 
         table = dict(table or {})
-        self.bucket, self.prefix = split_cloud_url(url, "gs")
-        self.url = f"gs://{self.bucket}/{self.prefix}" if self.prefix else f"gs://{self.bucket}"
-        self.workers = workers
+        super().__init__(url, workers)
+        self.bucket = self.name
         env = os.environ
         endpoint = env.get("STORAGE_EMULATOR_HOST") or table.get("endpoint")
         self.endpoint: str | None = _endpoint_url(str(endpoint)) if endpoint else None
@@ -180,12 +176,6 @@ class GCSBucket:
         for scheme in ("http://", "https://"):
             session.mount(scheme, HTTPAdapter(pool_connections=4, pool_maxsize=size))
 
-    def _full(self, key: str) -> str:
-        return join_prefix(self.prefix, check_key(key))
-
-    def cloud_path(self, key: str) -> Any:
-        return self.cloud_client.CloudPath(f"gs://{self.bucket}/{self._full(key)}")
-
     def list(self, prefix: str = "rooms/") -> Iterator[ObjectInfo]:
         base = f"{self.prefix}/" if self.prefix else ""
         full = base + prefix
@@ -222,9 +212,6 @@ class GCSBucket:
 
     def read(self, key: str) -> bytes:
         return self.calls.run("read", partial(self._get, self._full(key)), key=key)
-
-    def read_many(self, keys: Iterable[str]) -> Iterator[tuple[str, bytes | BucketError]]:
-        return parallel_reads(self.read, keys, self.workers)
 
     def exists(self, key: str) -> bool:
         blob = self.gcs_bucket.blob(self._full(key))

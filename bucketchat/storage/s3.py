@@ -20,29 +20,26 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
-from urllib.parse import urlparse
 
-from bucketchat.errors import BucketError, UsageError
+from bucketchat.errors import UsageError
 from bucketchat.storage.base import (
     CONNECT_TIMEOUT,
     PAGE_SIZE,
     READ_TIMEOUT,
     READ_WORKERS,
     Calls,
+    CloudBucket,
     Diagnosis,
     Fault,
     LockStatus,
     ObjectInfo,
     RetryPolicy,
-    check_key,
     cloudpathlib_cache,
     content_type,
-    join_prefix,
-    parallel_reads,
 )
 
 DENIED_CODES = frozenset(
@@ -75,13 +72,6 @@ THROTTLE_CODES = frozenset(
     }
 )
 NO_LOCK_CONFIG = "ObjectLockConfigurationNotFoundError"
-
-
-def split_cloud_url(url: str, scheme: str) -> tuple[str, str]:
-    parsed = urlparse(url)
-    if parsed.scheme != scheme or not parsed.netloc:
-        raise UsageError(f"{url!r} is not a {scheme}://bucket/prefix URL")
-    return parsed.netloc, parsed.path.strip("/")
 
 
 def diagnose(exc: BaseException) -> Diagnosis | None:
@@ -124,7 +114,7 @@ def diagnose(exc: BaseException) -> Diagnosis | None:
     return None
 
 
-class S3Bucket:
+class S3Bucket(CloudBucket):
     """An S3 bucket (or a prefix in one) through boto3, configured as AWS users expect."""
 
     scheme = "s3"
@@ -144,9 +134,8 @@ class S3Bucket:
         from cloudpathlib import S3Client
 
         table = dict(table or {})
-        self.bucket, self.prefix = split_cloud_url(url, "s3")
-        self.url = f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
-        self.workers = workers
+        super().__init__(url, workers)
+        self.bucket = self.name
         env = os.environ
         endpoint = (
             env.get("AWS_ENDPOINT_URL_S3")
@@ -197,13 +186,6 @@ class S3Bucket:
         self.calls = Calls(self.url, "S3", self.endpoint, diagnose, policy)
         self._lock_config: tuple[bool, bool] | None = None
 
-    def _full(self, key: str) -> str:
-        return join_prefix(self.prefix, check_key(key))
-
-    def cloud_path(self, key: str) -> Any:
-        """The cloudpathlib ``S3Path`` of ``key`` (for notebooks and ad-hoc use)."""
-        return self.cloud_client.CloudPath(f"s3://{self.bucket}/{self._full(key)}")
-
     def list(self, prefix: str = "rooms/") -> Iterator[ObjectInfo]:
         """One paginated listing of everything under ``prefix`` (no per-folder walk)."""
         base = f"{self.prefix}/" if self.prefix else ""
@@ -231,9 +213,6 @@ class S3Bucket:
 
     def read(self, key: str) -> bytes:
         return self.calls.run("read", partial(self._get, self._full(key)), key=key)
-
-    def read_many(self, keys: Iterable[str]) -> Iterator[tuple[str, bytes | BucketError]]:
-        return parallel_reads(self.read, keys, self.workers)
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError

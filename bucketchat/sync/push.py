@@ -74,7 +74,7 @@ def upload(bucket: Bucket, events: list[Pending]) -> str:
 
 def waiting(cache: Cache) -> list[Pending]:
     """The outbox events not uploaded yet, oldest first."""
-    return [Pending(*row) for row in cache.con.execute(PENDING).fetchall()]
+    return [Pending(*row) for row in cache.rows(PENDING)]
 
 
 def push(bucket: Bucket, cache_path: Path, pending: list[Pending] | None = None) -> list[str]:
@@ -94,7 +94,7 @@ def push(bucket: Bucket, cache_path: Path, pending: list[Pending] | None = None)
             key = upload(bucket, events)
         except (BucketError, UploadFailed) as exc:
             with open_cache(cache_path) as cache:
-                cache.con.executemany(MARK_FAILED, [[str(exc), e.outbox_id] for e in events])
+                cache.executemany(MARK_FAILED, [[str(exc), e.outbox_id] for e in events])
             left = len(pending) - uploaded
             raise UploadFailed(
                 f"upload to {bucket.url} failed ({exc}); {left} event(s) wait in the outbox "
@@ -102,7 +102,7 @@ def push(bucket: Bucket, cache_path: Path, pending: list[Pending] | None = None)
             ) from exc
         with open_cache(cache_path) as cache:
             now = utc_now()
-            cache.con.executemany(MARK_UPLOADED, [[now, key, e.outbox_id] for e in events])
+            cache.executemany(MARK_UPLOADED, [[now, key, e.outbox_id] for e in events])
         written.append(key)
         uploaded += len(events)
     return written

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -25,6 +26,7 @@ from bucketchat.timeutil import utc_now
 
 if TYPE_CHECKING:
     from bucketchat.sync.reader import FileResult
+    from bucketchat.sync.report import SyncReport
 
 IN_PROGRESS_SECONDS = 2.0  # an unterminated local file changed this recently is still being written
 # DuckDB moves a transaction's rows straight into the table's file when it appended at
@@ -38,7 +40,7 @@ COMMIT_SECONDS = 8.0
 # The verify workers keep both cores busy while batches are stored; a second DuckDB thread
 # only competes with them (1M events: 59 s against 63 s, the main process's CPU 40 s
 # against 48 s).
-WRITER_THREADS = "SET threads = 1"
+WRITER_THREADS = 1
 
 FILE_STATES = "SELECT path, state FROM files WHERE path IN (SELECT path FROM batch_paths)"
 # A batch's lines that are not new events: every copy of a (hash, signature) after the first
@@ -112,35 +114,14 @@ ON CONFLICT (path) DO UPDATE SET
     last_seen_at = excluded.last_seen_at, ingested_at = excluded.ingested_at
 """
 SET_FILE_STATE = "UPDATE files SET state = ?, detail = ?, last_seen_at = ? WHERE path = ?"
+FORGET_FILE = "DELETE FROM files WHERE path = ?"
+GONE = "the file is gone from the bucket"
 SET_FILE_VERSION = "UPDATE files SET version = ?, size = ?, last_seen_at = ? WHERE path = ?"
 INSERT_REJECTED = "INSERT INTO rejected_lines VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 UPSERT_ROOM_META = """
 INSERT OR REPLACE INTO room_meta (room_id, name, topic, created_at, raw) VALUES (?, ?, ?, ?, ?)
 """
 FORGET_KEY_DECISIONS = "DELETE FROM cache_meta WHERE key = 'keys_fingerprint'"
-
-
-@dataclass
-class SyncReport:
-    files_scanned: int = 0
-    files_ingested: int = 0
-    events_ingested: int = 0
-    events_rejected: int = 0
-    duplicates: int = 0
-    findings: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
-    errors: list[str] = field(default_factory=list)
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "files_scanned": self.files_scanned,
-            "files_ingested": self.files_ingested,
-            "events_ingested": self.events_ingested,
-            "events_rejected": self.events_rejected,
-            "duplicates": self.duplicates,
-            "findings": dict(sorted(self.findings.items())),
-            "seconds": round(self.seconds, 3),
-        }
 
 
 class Known(NamedTuple):
@@ -163,7 +144,12 @@ class Plan:
 
     @property
     def idle(self) -> bool:
-        return not (self.to_read or self.unexpected or self.metadata or self.changed or self.gone)
+        return not (self.to_read or self.file_changes)
+
+    @property
+    def file_changes(self) -> bool:
+        """Whether files changed, vanished, do not belong, or are room metadata to read."""
+        return bool(self.unexpected or self.metadata or self.changed or self.gone)
 
     @property
     def rooms(self) -> list[str]:
@@ -190,7 +176,7 @@ class BatchWriter:
     and storing overlap. The queue holds at most two batches: memory stays bounded. One
     transaction takes batches until it holds ``commit_files`` files (None: no limit) or
     COMMIT_ROWS events or has been open COMMIT_SECONDS, so a crash leaves every file all
-    in or all out.
+    in or all out. ``last`` runs in the last transaction (opened for it if need be).
     """
 
     def __init__(
@@ -201,6 +187,7 @@ class BatchWriter:
         local: bool = True,
         *,
         commit_files: int | None = 400,
+        last: Callable[[Cache], None] | None = None,
     ) -> None:
         import queue
         import threading
@@ -210,6 +197,7 @@ class BatchWriter:
         self.touched_rooms = touched_rooms
         self.local = local
         self.commit_files = commit_files
+        self.last = last
         self.queue: queue.Queue[Batch | None] = queue.Queue(maxsize=2)
         self.failure: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="bucketchat-writer", daemon=True)
@@ -222,16 +210,23 @@ class BatchWriter:
         cache: Cache | None = None
         files = events = 0
         began = 0.0
+
+        def opened() -> Cache:
+            nonlocal files, events, began
+            if cache is not None:
+                return cache
+            new = open_cache(self.cache_path)
+            new.limit_threads(WRITER_THREADS)
+            new.begin()
+            files, events, began = 0, 0, time.monotonic()
+            return new
+
         try:
             while (batch := self.queue.get()) is not None:
                 if self.failure is not None:
                     continue  # drain, so the producer never blocks on a dead writer
                 try:
-                    if cache is None:
-                        cache = open_cache(self.cache_path)
-                        cache.con.execute(WRITER_THREADS)
-                        cache.con.execute("BEGIN TRANSACTION")
-                        files, events, began = 0, 0, time.monotonic()
+                    cache = opened()
                     events += write_batch(cache, batch, self.report, self.touched_rooms, self.local)
                     files += len(batch)
                     if (
@@ -246,6 +241,9 @@ class BatchWriter:
                     if cache is not None:
                         _roll_back_and_close(cache)
                         cache = None
+            if self.failure is None and self.last is not None:
+                cache = opened()
+                self.last(cache)
             if cache is not None:
                 _commit_and_close(cache)
                 cache = None
@@ -269,21 +267,19 @@ class BatchWriter:
 
 def _commit_and_close(cache: Cache) -> None:
     try:
-        cache.con.execute("COMMIT")
+        cache.commit()
     finally:
         cache.close()
 
 
 def _roll_back_and_close(cache: Cache) -> None:
-    import contextlib
-
-    import duckdb
-
     try:
-        with contextlib.suppress(duckdb.Error):  # a failed statement may have ended it already
-            cache.con.execute("ROLLBACK")
+        cache.rollback()
     finally:
         cache.close()
+
+
+Fresh = tuple[ObjectInfo, LogFileName, str, "FileResult", bool]  # … and whether in progress
 
 
 def write_batch(
@@ -294,16 +290,27 @@ def write_batch(
     local: bool = True,
 ) -> int:
     """Store one batch of read files into the open transaction; the number of new events."""
+    now = utc_now()
+    cache.execute(FORGET_KEY_DECISIONS)
+    fresh = _fresh_files(cache, batch, report, local)
+    stored = _store_events(cache, fresh, report, touched_rooms, now)
+    _store_rejected(cache, fresh, report, now)
+    _store_file_rows(cache, fresh, report, now)
+    return stored
+
+
+def _fresh_files(
+    cache: Cache,
+    batch: list[tuple[ObjectInfo, LogFileName, str, FileResult]],
+    report: SyncReport,
+    local: bool,
+) -> list[Fresh]:
+    """The batch's files that no other sync stored meanwhile, and which are still being
+    written (their lines wait for the next sync)."""
     import pyarrow as pa
 
-    con = cache.con
-    now = utc_now()
-    con.execute(FORGET_KEY_DECISIONS)
-    con.register("batch_paths", pa.table({"path": [item[0].key for item in batch]}))
-    try:
-        states = dict(con.execute(FILE_STATES).fetchall())
-    finally:
-        con.unregister("batch_paths")
+    with cache.registered("batch_paths", pa.table({"path": [item[0].key for item in batch]})):
+        states = dict(cache.rows(FILE_STATES))
     fresh = []
     for obj, name, prior, result in batch:
         if result.error:
@@ -321,6 +328,15 @@ def write_batch(
             and result.size > 0
         )
         fresh.append((obj, name, prior, result, in_progress))
+    return fresh
+
+
+def _store_events(
+    cache: Cache, fresh: list[Fresh], report: SyncReport, touched_rooms: set[str], now: Any
+) -> int:
+    """The files' events straight from Arrow, copies aside; the number of new events."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
     from bucketchat.sync.reader import events_table
 
@@ -330,55 +346,54 @@ def write_batch(
     if read_here:
         tables.append(events_table(read_here))
     tables = [table for table in tables if table.num_rows]
-    stored = 0
-    if tables:
-        import pyarrow.compute as pc
+    if not tables:
+        return 0
+    events = pa.concat_tables(tables)
+    with cache.registered("batch_events", events):
+        copies = cache.value(BATCH_HAS_COPIES)
+        cache.execute(FIND_DUPLICATES if copies else FIND_STORED_COPIES)
+        duplicates = int(cache.value(COUNT_DUPLICATES, default=0))
+        if duplicates:
+            cache.execute(INSERT_NEW_EVENTS, {"now": now})
+            cache.execute(INSERT_DUPLICATES, {"now": now})
+        else:
+            cache.execute(INSERT_ALL_EVENTS, {"now": now})
+    cache.execute(DROP_BATCH)
+    stored = int(events.num_rows) - duplicates
+    report.events_ingested += stored
+    report.duplicates += duplicates
+    touched_rooms.update(pc.unique(events.column("room_id")).to_pylist())
+    return stored
 
-        events = pa.concat_tables(tables)
-        con.register("batch_events", events)
-        try:
-            copies = con.execute(BATCH_HAS_COPIES).fetchone()
-            con.execute(FIND_DUPLICATES if copies and copies[0] else FIND_STORED_COPIES)
-            counted = con.execute(COUNT_DUPLICATES).fetchone()
-            duplicates = int(counted[0]) if counted else 0
-            if duplicates:
-                con.execute(INSERT_NEW_EVENTS, {"now": now})
-                con.execute(INSERT_DUPLICATES, {"now": now})
-            else:
-                con.execute(INSERT_ALL_EVENTS, {"now": now})
-        finally:
-            con.unregister("batch_events")
-        con.execute(DROP_BATCH)
-        stored = events.num_rows - duplicates
-        report.events_ingested += stored
-        report.duplicates += duplicates
-        touched_rooms.update(pc.unique(events.column("room_id")).to_pylist())
 
-    rejected_rows = []
-    for obj, name, _prior, result, in_progress in fresh:
-        if in_progress:
-            continue
-        for rejected in result.rejected:
-            rejected_rows.append(
-                [
-                    obj.key,
-                    rejected.line,
-                    name.room_id,
-                    rejected.reason,
-                    rejected.detail,
-                    rejected.event_id,
-                    rejected.sender_id,
-                    rejected.raw,
-                    now,
-                ]
-            )
-    if rejected_rows:
-        con.executemany(INSERT_REJECTED, rejected_rows)
-    report.events_rejected += len(rejected_rows)
+def _store_rejected(cache: Cache, fresh: list[Fresh], report: SyncReport, now: Any) -> None:
+    rows = [
+        [
+            obj.key,
+            rejected.line,
+            name.room_id,
+            rejected.reason,
+            rejected.detail,
+            rejected.event_id,
+            rejected.sender_id,
+            rejected.raw,
+            now,
+        ]
+        for obj, name, _prior, result, in_progress in fresh
+        if not in_progress
+        for rejected in result.rejected
+    ]
+    if rows:
+        cache.executemany(INSERT_REJECTED, rows)
+    report.events_rejected += len(rows)
 
-    # One statement for the batch's files rows: a parameterised execute per file cost
-    # ~4 ms in DuckDB (which also retries `import pandas` for every parameter), which made
-    # storing, not downloading, the limit for buckets of many one-event objects.
+
+def _store_file_rows(cache: Cache, fresh: list[Fresh], report: SyncReport, now: Any) -> None:
+    """One statement for the batch's files rows: a parameterised execute per file cost
+    ~4 ms in DuckDB (which also retries `import pandas` for every parameter), which made
+    storing, not downloading, the limit for buckets of many one-event objects."""
+    import pyarrow as pa
+
     files_rows = [
         {
             "path": obj.key,
@@ -411,23 +426,18 @@ def write_batch(
                 *[("lines_end_ts", number), ("in_progress", pa.bool_())],
             ]
         )
-        con.register("batch_files", pa.Table.from_pylist(files_rows, schema=schema))
-        try:
-            con.execute(UPSERT_FILES, {"now": now})
-        finally:
-            con.unregister("batch_files")
+        with cache.registered("batch_files", pa.Table.from_pylist(files_rows, schema=schema)):
+            cache.execute(UPSERT_FILES, {"now": now})
     report.files_ingested += sum(not row["in_progress"] for row in files_rows)
-    return stored
 
 
 def record_changes(cache: Cache, bucket: Bucket, plan: Plan) -> None:
     """Files that changed, vanished, or do not belong; room metadata hints."""
     import json
 
-    con = cache.con
     now = utc_now()
     for obj, reason in plan.unexpected:
-        con.execute(
+        cache.execute(
             UPSERT_FILE,
             {
                 "path": obj.key,
@@ -460,7 +470,7 @@ def record_changes(cache: Cache, bucket: Bucket, plan: Plan) -> None:
             value = meta.get(field_name)
             return value if isinstance(value, str) else None
 
-        con.execute(
+        cache.execute(
             UPSERT_ROOM_META,
             [
                 room_id,
@@ -470,7 +480,7 @@ def record_changes(cache: Cache, bucket: Bucket, plan: Plan) -> None:
                 raw.decode("utf-8", errors="replace"),
             ],
         )
-        con.execute(
+        cache.execute(
             UPSERT_FILE,
             {
                 "path": obj.key,
@@ -492,16 +502,16 @@ def record_changes(cache: Cache, bucket: Bucket, plan: Plan) -> None:
     for obj, previous in plan.changed:
         detail = _mutation(bucket, obj, previous)
         if detail is None:
-            con.execute(SET_FILE_VERSION, [obj.version, obj.size, now, obj.key])
+            cache.execute(SET_FILE_VERSION, [obj.version, obj.size, now, obj.key])
             if previous.state == "deleted":
-                con.execute(SET_FILE_STATE, ["ingested", None, now, obj.key])
+                cache.execute(SET_FILE_STATE, ["ingested", None, now, obj.key])
         elif previous.state != "mutated":
-            con.execute(SET_FILE_STATE, ["mutated", detail, now, obj.key])
+            cache.execute(SET_FILE_STATE, ["mutated", detail, now, obj.key])
     for path, previous in plan.gone:
         if previous.state in ("pending", "mutated_pending"):
-            con.execute("DELETE FROM files WHERE path = ?", [path])
+            cache.execute(FORGET_FILE, [path])
         else:
-            con.execute(SET_FILE_STATE, ["deleted", "the file is gone from the bucket", now, path])
+            cache.execute(SET_FILE_STATE, ["deleted", GONE, now, path])
 
 
 def _mutation(bucket: Bucket, obj: ObjectInfo, previous: Known) -> str | None:

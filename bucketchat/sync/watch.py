@@ -1,57 +1,67 @@
-"""Following a bucket: sync again whenever something may have changed.
+"""Noticing that a bucket may have changed: file events for a local folder, else a timer.
 
-Local folders are watched with watchdog (new files are ingested within a second); other
-buckets are polled at an interval. The cache is opened only while a sync runs, so other
-commands (``log``, ``sql``) can read it between rounds.
+``BucketWatcher`` is what ``Session.follow`` (``sync --watch``, the chat) waits on between
+syncs: for a local folder, watchdog's file events under ``rooms/`` wake it at once; any
+other bucket wakes it when the poll interval is up.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from types import TracebackType
 from typing import Any
 
-from bucketchat.client import Client
-from bucketchat.storage import LocalBucket
-from bucketchat.sync.pull import SyncReport
+from bucketchat.storage import Bucket, LocalBucket
 
 SETTLE_SECONDS = 0.2  # let a burst of writes land before syncing once
 
 
-def follow(
-    client: Client,
-    *,
-    room: str | None = None,
-    interval: float = 10.0,
-    on_report: Callable[[SyncReport], None],
-    stop: threading.Event | None = None,
-) -> None:
-    """Sync now, then after every change (local) or every ``interval`` seconds (others)."""
-    stop = stop or threading.Event()
-    changed = threading.Event()
-    observer: Any = None
-    if isinstance(client.bucket, LocalBucket):
-        from watchdog.events import FileSystemEvent, FileSystemEventHandler
-        from watchdog.observers import Observer
+class BucketWatcher:
+    """Use as a context manager; ``wait(interval)`` returns when the bucket may have changed
+    (True) or the interval is over (False)."""
 
-        class _Changed(FileSystemEventHandler):
-            def on_any_event(self, event: FileSystemEvent) -> None:
-                if not str(event.src_path).endswith(".tmp"):
-                    changed.set()
+    def __init__(self, bucket: Bucket) -> None:
+        self.bucket = bucket
+        self.changed = threading.Event()
+        self._observer: Any = None
 
-        watched = client.bucket.root / "rooms"
-        watched.mkdir(parents=True, exist_ok=True)
-        observer = Observer()
-        observer.schedule(_Changed(), str(watched), recursive=True)
-        observer.start()
-    try:
-        while not stop.is_set():
-            changed.clear()
-            on_report(client.sync(room=room))
-            woke = changed.wait(interval)
-            if woke:
-                stop.wait(SETTLE_SECONDS)
-    finally:
-        if observer is not None:
-            observer.stop()
-            observer.join(timeout=2)
+    def __enter__(self) -> BucketWatcher:
+        if isinstance(self.bucket, LocalBucket):
+            from watchdog.events import FileSystemEvent, FileSystemEventHandler
+            from watchdog.observers import Observer
+
+            changed = self.changed
+
+            class _Changed(FileSystemEventHandler):
+                def on_any_event(self, event: FileSystemEvent) -> None:
+                    if not str(event.src_path).endswith(".tmp"):
+                        changed.set()
+
+            watched = self.bucket.root / "rooms"
+            watched.mkdir(parents=True, exist_ok=True)
+            self._observer = Observer()
+            self._observer.schedule(_Changed(), str(watched), recursive=True)
+            self._observer.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=2)
+            self._observer = None
+
+    def clear(self) -> None:
+        """Forget changes seen so far (call before a sync)."""
+        self.changed.clear()
+
+    def wait(self, interval: float, stop: threading.Event | None = None) -> bool:
+        """Wait for a change or ``interval`` seconds; after a change, let the burst settle."""
+        woke = self.changed.wait(interval)
+        if woke:
+            (stop or threading.Event()).wait(SETTLE_SECONDS)
+        return woke

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from bucketchat import keystore
 from bucketchat.cli import keys as keys_cli
 from bucketchat.cli import main
+from bucketchat.keystore import device as keystore_device
 from bucketchat.protocol.signing import SigningKey, fingerprint
 
 ALICE = "alice@example.com"
@@ -34,7 +35,7 @@ class Result:
 
 @pytest.fixture(autouse=True)
 def fresh_process_state(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(keystore, "_announced", False)  # each in-process run is a "process"
+    monkeypatch.setattr(keystore_device, "_announced", False)  # each in-process run is a "process"
     monkeypatch.setattr(keys_cli, "_stdout_is_terminal", lambda: False)
     monkeypatch.setattr(keys_cli, "_stdin_is_terminal", lambda: False)
     for name in ("BUCKETCHAT_KEYSTORE", "BUCKETCHAT_EXPORT_PASSPHRASE"):
@@ -47,7 +48,7 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> 
 
     def invoke(*args: str) -> Result:
         capsys.readouterr()
-        monkeypatch.setattr(keystore, "_announced", False)
+        monkeypatch.setattr(keystore_device, "_announced", False)
         try:
             main.run(list(args))
             code = 0

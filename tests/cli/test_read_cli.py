@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from bucketchat.cli import main
+from bucketchat.session import sync_bucket
 from bucketchat.storage import LocalBucket
-from bucketchat.sync.pull import pull
 from tests.chatbuilder import ChatBuilder
 
 ROOM = "general"
@@ -56,7 +56,7 @@ def world(tmp_path: Path) -> dict[str, Any]:
         chat.message("carol", ROOM, f"filler {n}")
     chat.flush()
     db = tmp_path / "cache.duckdb"
-    pull(LocalBucket(chat.root), db, workers=1)
+    sync_bucket(LocalBucket(chat.root), db, workers=1)
     return {"db": db, "root": root, "reply": reply, "tmp": tmp_path,
             "flags": ["--db", str(db)]}
 
@@ -189,8 +189,11 @@ def test_read_commands_are_fast_to_start(world: dict[str, Any]) -> None:
 
 def test_core_modules_never_import_rich() -> None:
     code = (
-        "import sys, bucketchat.query, bucketchat.query_state, bucketchat.fulltext, "
-        "bucketchat.export, bucketchat.export_html, bucketchat.bundle, bucketchat.api; "
+        "import sys, bucketchat.projections.timeline.read, "
+        "bucketchat.projections.timeline.refresh, bucketchat.projections.search.index, "
+        "bucketchat.projections.search.searcher, bucketchat.export, "
+        "bucketchat.export.html, bucketchat.export.bundle, bucketchat.audit.bundle, "
+        "bucketchat.session, bucketchat.present, bucketchat.api; "
         "print([m for m in ('rich', 'typer') if m in sys.modules])"
     )
     output = subprocess.run(

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pytest
 
 import bucketchat
+from bucketchat.session import sync_bucket
 from bucketchat.storage import LocalBucket
-from bucketchat.sync.pull import pull
 from tests.chatbuilder import ChatBuilder
 
 ROOM = "general"
@@ -28,7 +28,7 @@ def db(tmp_path: Path) -> Path:
         chat.message("carol", ROOM, f"filler {n}")
     chat.flush()
     path = tmp_path / "cache.duckdb"
-    pull(LocalBucket(chat.root), path, workers=1)
+    sync_bucket(LocalBucket(chat.root), path, workers=1)
     return path
 
 

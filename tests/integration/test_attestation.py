@@ -9,11 +9,11 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from bucketchat.auth import AttestationVerifier, IssuerKeys, key_nonce
+from bucketchat.attestation import AttestationVerifier, IssuerKeys, key_nonce
 from bucketchat.cache import open_cache
 from bucketchat.config import OidcIssuer
+from bucketchat.session import sync_bucket
 from bucketchat.storage import LocalBucket
-from bucketchat.sync.pull import pull
 from tests.chatbuilder import ChatBuilder
 
 ISSUER = "https://login.example.test"
@@ -46,15 +46,15 @@ def attested_join(builder: ChatBuilder, sender: str, room: str, id_token: str) -
 
 def sync_trust(root: Path, cache: Path, store: IssuerKeys) -> dict[str, Any]:
     verifier = AttestationVerifier([OidcIssuer(ISSUER, (CLIENT,))], store)
-    pull(LocalBucket(root), cache, check_attestation=verifier)
+    sync_bucket(LocalBucket(root), cache, check_attestation=verifier)
     with open_cache(cache, read_only=True) as opened:
         trust = dict(
-            opened.con.execute(
+            opened.rows(
                 "SELECT sender_id, any_value(trust) FROM events WHERE type = 'm.room.message' "
                 "GROUP BY sender_id"
-            ).fetchall()
+            )
         )
-        kinds = [row[0] for row in opened.con.execute("SELECT kind FROM findings").fetchall()]
+        kinds = [row[0] for row in opened.rows("SELECT kind FROM findings")]
     return {"trust": trust, "findings": kinds}
 
 
@@ -132,11 +132,11 @@ def test_an_attested_key_outranks_an_earlier_first_use(tmp_path: Path, issuer_ke
     sync_trust(tmp_path / "bucket", cache, store)
     with open_cache(cache, read_only=True) as opened:
         rows = dict(
-            opened.con.execute(
+            opened.rows(
                 "SELECT body, trust FROM events WHERE type = 'm.room.message'"
-            ).fetchall()
+            )
         )
-        kinds = [row[0] for row in opened.con.execute("SELECT kind FROM findings").fetchall()]
+        kinds = [row[0] for row in opened.rows("SELECT kind FROM findings")]
     assert rows == {"the real alice": "attested", "I am alice, trust me": "invalid"}
     assert "key_conflict" in kinds
 

@@ -10,12 +10,12 @@ from typing import Any
 import duckdb
 import pytest
 
-from bucketchat.bundle import verify_bundle
+from bucketchat.audit.bundle import verify_bundle
 from bucketchat.cache import open_cache
 from bucketchat.export import ExportOptions, export
 from bucketchat.protocol.canonical import event_hash
+from bucketchat.session import sync_bucket
 from bucketchat.storage import LocalBucket
-from bucketchat.sync.pull import pull
 from tests.chatbuilder import ChatBuilder
 
 ROOM = "general"
@@ -44,7 +44,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     chat.message("carol", "random", "another room", at=chat.clock + 86_400_000)
     chat.flush()
     db = root / "cache.duckdb"
-    pull(LocalBucket(chat.root), db, workers=1)
+    sync_bucket(LocalBucket(chat.root), db, workers=1)
     return {"root": root, "db": db, "chat": chat, "secret": secret}
 
 
@@ -99,10 +99,10 @@ def test_jsonl_round_trips_to_the_same_signed_events(world: dict[str, Any]) -> N
                              "timestamp_ms"}
     with open_cache(world["db"], read_only=True) as cache:
         stored = dict(
-            cache.con.execute(
+            cache.rows(
                 "SELECT event_hash, event_id FROM events WHERE room_id = ? AND trust <> 'invalid'",
                 [ROOM],
-            ).fetchall()
+            )
         )
     exported = {event_hash(e): e["event_id"] for e in events}
     exported.update({s["event_hash"]: s["event_id"] for s in stubs})
@@ -126,10 +126,10 @@ def test_parquet_round_trips_and_partitions_by_room_and_day(world: dict[str, Any
         [f"{output}/**/*.parquet"],
     ).fetchall()
     with open_cache(world["db"], read_only=True) as cache:
-        stored = cache.con.execute(
+        stored = cache.rows(
             "SELECT room_id, event_id, event_hash, signature, content::VARCHAR, trust "
             "FROM events WHERE trust <> 'invalid'"
-        ).fetchall()
+        )
     by_hash = {row[2]: row for row in back}
     assert set(by_hash) == {row[2] for row in stored}
     for room_id, event_id, digest, signature, content, trust in stored:
@@ -202,7 +202,7 @@ def test_bundle_verifies_offline(world: dict[str, Any]) -> None:
     assert report["ok"], report["findings"]
     assert all(room["digest_matches"] for room in report["rooms"])
     with open_cache(world["db"], read_only=True) as cache:
-        from bucketchat.audit import audit_report
+        from bucketchat.audit.report import audit_report
 
         digests = {r["room_id"]: r["digest"] for r in audit_report(cache)["rooms"]}
     assert {r["room_id"]: r["digest"] for r in report["rooms"]} == digests
@@ -226,7 +226,7 @@ def test_bundle_detects_a_changed_line(world: dict[str, Any]) -> None:
 def test_bundle_detects_a_removed_line_even_with_a_rewritten_manifest(
     world: dict[str, Any]
 ) -> None:
-    from bucketchat.bundle import sha256_file
+    from bucketchat.audit.bundle import sha256_file
 
     bundle = _tampered(world, "bundle-drop")
     events = bundle / "rooms" / ROOM / "events.jsonl"

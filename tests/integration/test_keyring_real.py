@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bucketchat import keystore
+from bucketchat import config, keystore
 
 SESSION = Path(__file__).parents[1] / "servers" / "keyring-session.sh"
 INSTALL = "apt-get install -y --no-install-recommends gnome-keyring dbus"
@@ -76,7 +76,7 @@ def test_keys_init_and_show_use_the_secret_service(keyring_env: dict[str, str]) 
 
     # The seed went to the keyring: no key file, only the index of user ids beside it.
     assert not keystore.keystore_path().exists()
-    index = json.loads((keystore.config.data_dir() / "keyring_users.json").read_text())
+    index = json.loads((config.data_dir() / "keyring_users.json").read_text())
     assert index == {"users": [ALICE]}
     assert keystore.default_user() == ALICE
     # gnome-keyring stored it under the private HOME, encrypted at rest.

@@ -13,10 +13,12 @@ from typing import Any
 
 import pytest
 
-from bucketchat import query, query_state
 from bucketchat.cache import open_cache
+from bucketchat.projections.timeline import read as query
+from bucketchat.projections.timeline import refresh as query_state
+from bucketchat.projections.timeline.threads import thread_roots
+from bucketchat.session import sync_bucket
 from bucketchat.storage import LocalBucket
-from bucketchat.sync.pull import pull
 from tests.chatbuilder import ChatBuilder
 
 ROOM = "general"
@@ -31,7 +33,7 @@ def chat(tmp_path: Path) -> ChatBuilder:
 def sync(tmp_path: Path, chat: ChatBuilder) -> Callable[[], Path]:
     def run() -> Path:
         chat.flush()
-        pull(LocalBucket(chat.root), tmp_path / "cache.duckdb", workers=1)
+        sync_bucket(LocalBucket(chat.root), tmp_path / "cache.duckdb", workers=1)
         return tmp_path / "cache.duckdb"
 
     return run
@@ -83,7 +85,7 @@ def test_unauthorized_edit_and_redaction_are_not_applied(chat: ChatBuilder, sync
     assert shown["body"] == "mine"
     assert shown["edited"] is False and shown["redacted"] is False
     with open_cache(db, read_only=True) as cache:
-        kinds = [r[0] for r in cache.con.execute("SELECT kind FROM findings").fetchall()]
+        kinds = [r[0] for r in cache.rows("SELECT kind FROM findings")]
     assert kinds.count("unauthorized_relation") == 2
 
 
@@ -95,7 +97,7 @@ def test_redaction_by_the_sender_removes_the_text(chat: ChatBuilder, sync: Any) 
     shown = item(db, message["event_id"])
     assert shown["body"] is None and shown["redacted"] is True
     with open_cache(db, read_only=True) as cache:
-        rows = cache.con.execute("SELECT * FROM timeline").fetchall()
+        rows = cache.rows("SELECT * FROM timeline")
     assert "regrettable" not in json.dumps(rows, default=str)
 
 
@@ -130,9 +132,9 @@ def test_reactions_count_once_per_sender_target_and_key(chat: ChatBuilder, sync:
     db = sync()
     assert item(db, message["event_id"])["reactions"] == {"👍": 2, "🎉": 1}
     with open_cache(db, read_only=True) as cache:
-        rows = cache.con.execute(
+        rows = cache.rows(
             "SELECT reaction_key, count FROM reactions ORDER BY reaction_key"
-        ).fetchall()
+        )
     assert sorted(rows) == sorted([("👍", 2), ("🎉", 1)])
 
 
@@ -203,7 +205,7 @@ def test_a_parent_chain_that_loops_makes_the_reply_a_root(chat: ChatBuilder, syn
     for event_id in (first_id, second_id):
         shown = item(db, event_id)
         assert shown["thread_root"] is None and shown["reply_count"] == 0
-    assert query_state.thread_roots([(1, 2), (2, 1), (3, 1), (4, 5)]) == {4: (5, 1), 5: (5, 0)}
+    assert thread_roots([(1, 2), (2, 1), (3, 1), (4, 5)]) == {4: (5, 1), 5: (5, 0)}
 
 
 def test_event_id_conflict_resolves_to_the_relating_senders_event(
@@ -230,7 +232,7 @@ def test_members_view_and_member_items(chat: ChatBuilder, sync: Any) -> None:
     db = sync()
     with open_cache(db, read_only=True) as cache:
         members = dict(
-            cache.con.execute("SELECT sender_id, membership FROM members").fetchall()
+            cache.rows("SELECT sender_id, membership FROM members")
         )
     assert members == {"alice": "join", "bob": "leave"}
     kinds = [(i["sender_id"], i["type"], i["membership"]) for i in page(db)]
@@ -282,7 +284,7 @@ def test_invalid_events_only_on_request_and_never_act(
         text = text.replace("forged edit", "forged EDIT").replace("tampered message", "TAMPERED")
         path.write_text(text)
     db = tmp_path / "cache.duckdb"
-    pull(LocalBucket(chat.root), db, workers=1)
+    sync_bucket(LocalBucket(chat.root), db, workers=1)
     shown = {i["event_id"]: i for i in page(db)}
     assert shown[message["event_id"]]["body"] == "genuine"
     assert tampered["event_id"] not in shown
@@ -301,15 +303,15 @@ def test_incremental_refresh_matches_a_full_rebuild(chat: ChatBuilder, sync: Any
     chat.redact("bob", reply)
     db = sync()
     with open_cache(db, read_only=True) as cache:
-        incremental = cache.con.execute(
+        incremental = cache.rows(
             "SELECT * EXCLUDE (version) FROM timeline_rows ORDER BY seq"
-        ).fetchall()
+        )
     with open_cache(db) as cache:
         assert query_state.is_fresh(cache)
         query_state.refresh(cache, full=True)
-        rebuilt = cache.con.execute(
+        rebuilt = cache.rows(
             "SELECT * EXCLUDE (version) FROM timeline_rows ORDER BY seq"
-        ).fetchall()
+        )
     assert incremental == rebuilt
 
 
@@ -322,8 +324,8 @@ def test_a_crash_before_the_refresh_heals_on_the_next_open(
     chat.flush()
     from unittest import mock
 
-    with mock.patch("bucketchat.query_state.refresh"):
-        pull(LocalBucket(chat.root), db, workers=1)
+    with mock.patch("bucketchat.projections.timeline.refresh.refresh"):
+        sync_bucket(LocalBucket(chat.root), db, workers=1)
     with open_cache(db, read_only=True) as cache:
         assert not query_state.is_fresh(cache)
     query_state.ensure_fresh(db)
@@ -339,8 +341,8 @@ def test_a_cache_rebuild_starts_the_rows_over(chat: ChatBuilder, sync: Any) -> N
     clear_events(db)
     query_state.ensure_fresh(db)
     with open_cache(db, read_only=True) as cache:
-        assert cache.con.execute("SELECT count(*) FROM timeline").fetchone() == (0,)
-    pull(LocalBucket(chat.root), db, workers=1)
+        assert cache.one("SELECT count(*) FROM timeline") == (0,)
+    sync_bucket(LocalBucket(chat.root), db, workers=1)
     assert item(db, message["event_id"])["body"] == "kept, edited"
 
 
@@ -352,14 +354,14 @@ def test_event_state_agrees_with_the_events_view(chat: ChatBuilder, tmp_path: Pa
     for path in chat.root.rglob("*.jsonl"):
         path.write_text(path.read_text().replace('"tampered"', '"TAMPERED"'))
     db = tmp_path / "cache.duckdb"
-    pull(LocalBucket(chat.root), db, workers=1)
+    sync_bucket(LocalBucket(chat.root), db, workers=1)
     with open_cache(db, read_only=True) as cache:
-        rows = cache.con.execute(
+        rows = cache.rows(
             "SELECT e.trust, s.trust, s.redacted, e.body FROM event_rows r "
             "JOIN event_state s ON s.seq = r.seq "
             "JOIN events e ON e.room_id = r.room_id AND e.event_hash = r.event_hash "
             "AND e.signature = r.signature"
-        ).fetchall()
+        )
     assert len(rows) == len(chat.events)
     assert all(view == stored for view, stored, _, _ in rows)
     assert {trust for trust, *_ in rows} == {"tofu", "invalid"}
@@ -372,8 +374,8 @@ STATE_QUERY = "SELECT * FROM event_state ORDER BY seq"
 
 def _snapshot(db: Path) -> tuple[list[Any], list[Any]]:
     with open_cache(db, read_only=True) as cache:
-        return (cache.con.execute(ROW_QUERY).fetchall(),
-                cache.con.execute(STATE_QUERY).fetchall())
+        return (cache.rows(ROW_QUERY),
+                cache.rows(STATE_QUERY))
 
 
 def _rebuilt(db: Path, scratch: Path) -> tuple[list[Any], list[Any]]:
@@ -394,7 +396,7 @@ def test_the_append_path_equals_a_whole_recompute(
     order, some by the wrong sender): after each, the rows equal a from-scratch rebuild."""
     import random
 
-    from bucketchat import query_append
+    from bucketchat.projections.timeline import append as query_append
 
     used: list[bool] = []
     original = query_append.append_room
@@ -439,7 +441,7 @@ def test_the_append_path_equals_a_whole_recompute(
                 owner = target["sender_id"] if rng.random() < 0.85 else who
                 chat.redact(owner, target)
         chat.flush()
-        pull(LocalBucket(chat.root), db, workers=1)
+        sync_bucket(LocalBucket(chat.root), db, workers=1)
         got, want = _snapshot(db), _rebuilt(db, tmp_path)
         if got != want:
             diff_rows = [(a, b) for a, b in zip(got[0], want[0], strict=False) if a != b]
@@ -454,7 +456,7 @@ def test_the_append_path_equals_a_whole_recompute(
 def test_a_live_room_takes_the_append_path(
     chat: ChatBuilder, sync: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bucketchat import query_append
+    from bucketchat.projections.timeline import append as query_append
 
     outcomes: list[int | None] = []
     original = query_append.append_room

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from bucketchat import search_syntax as search_module
 from bucketchat.cache import open_cache
-from bucketchat.fulltext import index_dir, search
-from bucketchat.search_syntax import parse_query
+from bucketchat.projections.search import syntax as search_module
+from bucketchat.projections.search.index import index_dir
+from bucketchat.projections.search.syntax import parse_query
+from bucketchat.session import Session, sync_bucket
 from bucketchat.storage import LocalBucket
-from bucketchat.sync.pull import pull
 from tests.chatbuilder import ChatBuilder
 
 ROOM = "general"
@@ -22,12 +22,12 @@ ROOM = "general"
 
 def _sync(chat: ChatBuilder, db: Path) -> Path:
     chat.flush()
-    pull(LocalBucket(chat.root), db, workers=1)
+    sync_bucket(LocalBucket(chat.root), db, workers=1)
     return db
 
 
 def bodies(db: Path, text: str, **kwargs: object) -> list[str]:
-    return [hit.body for hit in search(db, text, **kwargs)]  # type: ignore[arg-type]
+    return [hit.body for hit in Session(None, db).search(text, **kwargs)]  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_ranked_words_and_phrases(db: Path) -> None:
     }
     assert bodies(db, '"deploy failed"') == ["the deploy failed again"]
     assert bodies(db, '"failed deploy"') == []
-    hits = search(db, "deploy failed")
+    hits = Session(None, db).search("deploy failed")
     assert hits[0].body == "the deploy failed again"
     assert all(a.score >= b.score for a, b in itertools.pairwise(hits))
 
@@ -89,7 +89,7 @@ def test_accents_folded_and_other_scripts(db: Path) -> None:
 
 
 def test_snippets_highlight_the_original_text(db: Path) -> None:
-    hit = search(db, "cafe")[0]
+    hit = Session(None, db).search("cafe")[0]
     assert [hit.snippet[s:e] for s, e in hit.highlights] == ["café"]
     assert hit.as_json()["snippet"] == "Deploy the **café** service on Friday"
     assert set(hit.as_json()) >= {
@@ -142,8 +142,9 @@ def test_the_index_heals_after_a_crash_or_loss(tmp_path: Path) -> None:
     chat.flush()
     from unittest import mock
 
-    with mock.patch("bucketchat.fulltext.update_index"):  # the index misses this sync
-        pull(LocalBucket(chat.root), db, workers=1)
+    # the index misses this sync
+    with mock.patch("bucketchat.projections.search.index.update_index"):
+        sync_bucket(LocalBucket(chat.root), db, workers=1)
     assert set(bodies(db, "words")) == {"first words", "second words"}
     shutil.rmtree(index_dir(db))  # the whole index lost
     assert set(bodies(db, "words")) == {"first words", "second words"}
@@ -160,7 +161,7 @@ def test_senders_outside_ascii_and_matrix_style_ids(tmp_path: Path) -> None:
     assert bodies(db, "agenda from:zoë@example.org") == ["offsite agenda"]
     assert bodies(db, "agenda from:dave") == ["agenda draft"]
     assert bodies(db, "agenda", sender="@dave:example.org") == ["agenda draft"]
-    assert search(db, "offsite")[0].sender_id == "Zoë@example.org"
+    assert Session(None, db).search("offsite")[0].sender_id == "Zoë@example.org"
 
 
 def test_an_index_of_an_older_format_is_rebuilt(tmp_path: Path) -> None:

@@ -30,8 +30,8 @@ from test_sync_support import (
 
 from bucketchat.cache import open_cache
 from bucketchat.errors import MigrationMismatch
+from bucketchat.session import sync_bucket
 from bucketchat.storage import LocalBucket
-from bucketchat.sync.pull import pull
 
 MIGRATIONS = sorted((PROJECT / "migrations").glob("[0-9][0-9][0-9][0-9]_*.sql"))
 
@@ -68,7 +68,7 @@ def _tamper_migration(db: Path) -> None:
 
 def test_a_changed_migration_is_refused(vector_bucket: Path, tmp_path: Path):
     db = tmp_path / "cache.duckdb"
-    pull(LocalBucket(vector_bucket), db)
+    sync_bucket(LocalBucket(vector_bucket), db)
     _tamper_migration(db)
 
     with pytest.raises(MigrationMismatch, match="0001"):
@@ -96,7 +96,7 @@ def test_a_changed_migration_is_refused(vector_bucket: Path, tmp_path: Path):
 
 def test_a_changed_migration_is_refused_by_read_only_commands(vector_bucket: Path, tmp_path: Path):
     db = tmp_path / "cache.duckdb"
-    pull(LocalBucket(vector_bucket), db)
+    sync_bucket(LocalBucket(vector_bucket), db)
     _tamper_migration(db)
     raised: Exception | None = None
     try:
@@ -155,7 +155,7 @@ def test_a_cache_filled_before_the_column_compression_migration_keeps_every_row(
         [alice.join("compressed", now - 60_000), alice.message("compressed", now - 50_000, "x")],
         alice.client_id,
     )
-    pull(LocalBucket(vector_bucket), db)
+    sync_bucket(LocalBucket(vector_bucket), db)
     assert query(db, "SELECT max(version) FROM schema_migrations") == [(8,)]
     everything = "SELECT * FROM {} ORDER BY seq"
     before = [query(db, everything.format(table)) for table in ("event_rows", "timeline_rows")]
@@ -175,7 +175,7 @@ def test_a_cache_filled_before_the_column_compression_migration_keeps_every_row(
         [alice.message("compressed", now - 40_000, "after the migration")],
         "later",
     )
-    pull(LocalBucket(vector_bucket), db)
+    sync_bucket(LocalBucket(vector_bucket), db)
     rows = query(db, "SELECT seq, body FROM event_rows WHERE room_id = 'compressed' ORDER BY seq")
     assert rows[-1][1] == "after the migration"
     assert rows[-1][0] > max(row[0] for row in before[0])
@@ -252,7 +252,7 @@ def test_cache_rebuild_gives_the_same_events_and_keeps_the_memory_of_files(
 
 def test_cache_rebuild_of_an_unchanged_bucket_is_identical(vector_bucket: Path, tmp_path: Path):
     db = tmp_path / "cache.duckdb"
-    pull(LocalBucket(vector_bucket), db)
+    sync_bucket(LocalBucket(vector_bucket), db)
     before = events_set(db), trust_map(db), findings_list(db)
     ran = bucketchat("cache", "rebuild", "--json", "--bucket", str(vector_bucket), "--db", str(db))
     assert ran.code == 0, ran.err
@@ -274,7 +274,7 @@ def test_a_command_exits_3_while_another_process_holds_the_cache(
     vector_bucket: Path, tmp_path: Path
 ):
     db = tmp_path / "cache.duckdb"
-    pull(LocalBucket(vector_bucket), db)
+    sync_bucket(LocalBucket(vector_bucket), db)
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(db), "40"],
         stdout=subprocess.PIPE,

@@ -19,8 +19,8 @@ from test_sync_support import (
     trust_map,
 )
 
+from bucketchat.session import sync_bucket
 from bucketchat.storage import LocalBucket
-from bucketchat.sync.pull import pull
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def bucket_and_clean(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, tu
     root = base / "bucket"
     generated_bucket(root, files=450, events_per_file=12, seed=11)
     clean = base / "clean.duckdb"
-    pull(LocalBucket(root), clean)
+    sync_bucket(LocalBucket(root), clean)
     return root, (events_set(clean), findings_list(clean), trust_map(clean))
 
 
@@ -83,7 +83,7 @@ import sys
 from pathlib import Path
 from bucketchat.cache import open_cache
 with open_cache(Path(sys.argv[1]), read_only=True, wait_seconds=0.5) as cache:
-    print(cache.con.execute("SELECT count(*) FROM event_rows").fetchone()[0])
+    print(cache.one("SELECT count(*) FROM event_rows")[0])
 """
 
 
@@ -91,7 +91,7 @@ def test_readers_get_in_while_a_sync_builds_its_search_index(tmp_path: Path) -> 
     """The index and the findings only read the cache, so a sync holds it read-only then."""
     from unittest import mock
 
-    from bucketchat import fulltext
+    from bucketchat.projections.search import index as fulltext
 
     root = tmp_path / "bucket"
     generated_bucket(root, files=3, events_per_file=5, seed=3)
@@ -112,7 +112,7 @@ def test_readers_get_in_while_a_sync_builds_its_search_index(tmp_path: Path) -> 
         return real_update(cache, **kwargs)
 
     with mock.patch.object(fulltext, "update_index", update_while_reading):
-        report = pull(LocalBucket(root), db, workers=1)
+        report = sync_bucket(LocalBucket(root), db, workers=1)
     assert len(seen) == 1
     assert seen[0].returncode == 0, seen[0].stderr
     assert int(seen[0].stdout) == report.events_ingested == 15

@@ -10,6 +10,7 @@ back final transaction.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import shutil
@@ -36,11 +37,11 @@ from test_sync_support import (
     write_events,
 )
 
+from bucketchat.session import sync_bucket
 from bucketchat.storage import LocalBucket
 from bucketchat.sync import keys as sync_keys
 from bucketchat.sync import pull as pull_module
 from bucketchat.sync import store as store_module
-from bucketchat.sync.pull import pull
 
 SYNC_SCRIPT = textwrap.dedent(
     """
@@ -48,13 +49,14 @@ SYNC_SCRIPT = textwrap.dedent(
     from pathlib import Path
 
     import bucketchat.sync.pull as pull_module
+    from bucketchat.session import sync_bucket
     from bucketchat.storage import LocalBucket
 
     if __name__ == "__main__":
         bucket, cache, workers, batch_files = sys.argv[1:5]
         pull_module.BATCH_FILES = pull_module.LOCAL_COMMIT_FILES = int(batch_files)
         print("started", flush=True)
-        report = pull_module.pull(LocalBucket(Path(bucket)), Path(cache), workers=int(workers))
+        report = sync_bucket(LocalBucket(Path(bucket)), Path(cache), workers=int(workers))
         print("done", report.files_ingested, flush=True)
     """
 )
@@ -72,7 +74,7 @@ def big_bucket(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, tuple[An
     files = generated_bucket(root, files=300, events_per_file=20)
     assert len(files) == 300
     clean = base / "clean.duckdb"
-    report = pull(LocalBucket(root), clean, workers=1)
+    report = sync_bucket(LocalBucket(root), clean, workers=1)
     assert report.events_ingested == 6000
     return root, snapshot(clean)
 
@@ -116,7 +118,7 @@ def _presync(root: Path, cache: Path, held_back: tuple[str, ...]) -> None:
         target = partial / path.relative_to(root)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.link(path, target)
-    pull(LocalBucket(partial), cache, workers=1)
+    sync_bucket(LocalBucket(partial), cache, workers=1)
     shutil.rmtree(partial)
 
 
@@ -155,7 +157,7 @@ def test_kill_9_then_resync_equals_a_clean_sync(
     else:
         pytest.fail("every sync finished before its kill: the test proved nothing")
 
-    report = pull(LocalBucket(root), cache, workers=workers)
+    report = sync_bucket(LocalBucket(root), cache, workers=workers)
     ingested = query(cache, "SELECT count(*) FROM files WHERE state = 'ingested'")[0][0]
     assert ingested == 300
     assert report.files_ingested <= 300
@@ -196,6 +198,10 @@ def _two_stage_bucket(root: Path) -> tuple[list[Path], list[Path]]:
         events = [author.join("gamma", at := at + 10)]
         events += [author.message("gamma", at := at + 10, f"gamma {i}") for i in range(5)]
         second.append(write_events(root, "gamma", events, author.client_id))
+    # a room's metadata is a file change the sync records with the last files it stores
+    metadata = root / "rooms" / "gamma" / "metadata.json"
+    metadata.write_text(json.dumps({"room_id": "gamma", "name": "Gamma", "version": "1.0"}))
+    second.append(metadata)
     return first, second
 
 
@@ -247,22 +253,22 @@ def test_crash_at_a_chosen_point_then_resync_equals_a_clean_sync(
     root, away = tmp_path / "bucket", tmp_path / "away"
     _, second = _two_stage_bucket(root)
     clean = tmp_path / "clean.duckdb"
-    pull(LocalBucket(root), clean)
+    sync_bucket(LocalBucket(root), clean)
     expected = snapshot(clean)
     assert "unverified" not in expected[2].values()
 
     cache = tmp_path / "cache.duckdb"
     if start == "presynced":
         _hide(second, root, away)
-        pull(LocalBucket(root), cache)
+        sync_bucket(LocalBucket(root), cache)
         _unhide(second, root, away)
 
     with monkeypatch.context() as patch:
         _arm(point, patch)
         with pytest.raises(Crash):
-            pull(LocalBucket(root), cache)
+            sync_bucket(LocalBucket(root), cache)
 
-    pull(LocalBucket(root), cache)
+    sync_bucket(LocalBucket(root), cache)
     after = snapshot(cache)
     assert after[0] == expected[0]
     assert after[2] == expected[2]

@@ -22,12 +22,12 @@ from test_sync_support import (
     write_events,
 )
 
+from bucketchat.session import sync_bucket
 from bucketchat.storage import LocalBucket
-from bucketchat.sync.pull import pull
 
 
 def sync(root: Path, cache: Path) -> Any:
-    return pull(LocalBucket(root), cache, workers=1)
+    return sync_bucket(LocalBucket(root), cache, workers=1)
 
 
 def findings_of(cache: Path, kind: str) -> list[tuple[Any, ...]]:

@@ -24,8 +24,8 @@ from test_sync_support import (
     write_events,
 )
 
+from bucketchat.session import sync_bucket
 from bucketchat.storage import LocalBucket
-from bucketchat.sync.pull import pull
 
 MAX_LINE = 1_048_576
 
@@ -137,7 +137,7 @@ def test_every_reason_code_is_stored_and_the_lines_around_still_land(tmp_path: P
     path.write_bytes(b"\n".join(physical) + b"\n")
     os.utime(path, (time.time() - 60, time.time() - 60))
 
-    report = pull(LocalBucket(root), cache)
+    report = sync_bucket(LocalBucket(root), cache)
     assert report.files_ingested == 1
     assert report.events_ingested == len(valid)
     assert report.events_rejected == len(expected_rejects)
@@ -205,7 +205,7 @@ def test_a_kept_raw_line_is_at_most_4_kib_of_utf8(char: str, tmp_path: Path):
     join = alice.join("room", BASE_MS)
     huge = ('{"x": "' + char * (MAX_LINE // len(char.encode()) + 10) + '"}').encode()
     write_events(root, "room", [join], alice.client_id, extra_lines=[(1, huge)])
-    report = pull(LocalBucket(root), cache)
+    report = sync_bucket(LocalBucket(root), cache)
     assert (report.events_ingested, report.events_rejected) == (1, 1)
     ((reason, raw),) = query(cache, "SELECT reason, raw FROM rejected_lines")
     assert reason == "oversized"
@@ -220,7 +220,7 @@ def test_a_long_badly_encoded_line_keeps_at_most_4_kib(tmp_path: Path):
     write_events(
         root, "room", [alice.join("room", BASE_MS)], alice.client_id, extra_lines=[(0, bad)]
     )
-    report = pull(LocalBucket(root), cache)
+    report = sync_bucket(LocalBucket(root), cache)
     assert (report.events_ingested, report.events_rejected) == (1, 1)
     ((reason, raw),) = query(cache, "SELECT reason, raw FROM rejected_lines")
     assert reason == "bad_encoding"

@@ -30,8 +30,8 @@ from test_sync_support import (
 )
 
 from bucketchat import keystore
+from bucketchat.session import sync_bucket
 from bucketchat.storage import LocalBucket
-from bucketchat.sync.pull import pull
 
 CAROL = "carol@example.com"
 DAVE = "dave@example.com"
@@ -98,7 +98,7 @@ PINNED = {CAROL: [carol_real().public_key]}
 def test_the_reference_outcome(source: tuple[Path, dict[str, Path]], tmp_path: Path):
     folder, _ = source
     cache = tmp_path / "all.duckdb"
-    pull(LocalBucket(folder), cache, pinned=PINNED)
+    sync_bucket(LocalBucket(folder), cache, pinned=PINNED)
     assert by_body(cache) == {
         "I am carol": "invalid",
         "a1": "tofu",
@@ -122,7 +122,7 @@ def test_any_delivery_order_gives_the_same_events_trust_and_findings(
 ):
     folder, files = source
     reference = tmp_path / "reference.duckdb"
-    pull(LocalBucket(folder), reference, pinned=PINNED)
+    sync_bucket(LocalBucket(folder), reference, pinned=PINNED)
     expected = state(reference)
 
     names = sorted(files)
@@ -135,7 +135,7 @@ def test_any_delivery_order_gives_the_same_events_trust_and_findings(
         for group in groups:
             for name in group:
                 deliver(folder, root, files[name])
-            pull(LocalBucket(root), cache, pinned=PINNED)
+            sync_bucket(LocalBucket(root), cache, pinned=PINNED)
         assert state(cache) == expected, f"order {groups}"
 
 
@@ -146,7 +146,7 @@ def test_a_predecessor_arriving_later_heals_a_chain_gap(
     root, cache = tmp_path / "bucket", tmp_path / "cache.duckdb"
     for name in ("A1", "A3"):
         deliver(folder, root, files[name])
-    report = pull(LocalBucket(root), cache)
+    report = sync_bucket(LocalBucket(root), cache)
     assert report.findings == {"chain_gap": 1}
     gap = query(cache, "SELECT event_id, sender_id FROM findings WHERE kind = 'chain_gap'")
     a3_first = query(cache, "SELECT event_id FROM events WHERE content->>'body' = 'a3'")
@@ -154,7 +154,7 @@ def test_a_predecessor_arriving_later_heals_a_chain_gap(
     assert set(by_body(cache).values()) == {"tofu"}
 
     deliver(folder, root, files["A2"])
-    pull(LocalBucket(root), cache)
+    sync_bucket(LocalBucket(root), cache)
     assert kinds(cache) == {}
     assert set(by_body(cache)) == {"a1", "a2", "a3", "a4"}
 
@@ -165,13 +165,13 @@ def test_a_key_arriving_later_verifies_events_stored_as_unverified(
     folder, files = source
     root, cache = tmp_path / "bucket", tmp_path / "cache.duckdb"
     deliver(folder, root, files["B2"])
-    report = pull(LocalBucket(root), cache)
+    report = sync_bucket(LocalBucket(root), cache)
     assert report.findings == {"unknown_key": 2}
     assert by_body(cache) == {"b1": "unverified", "b2": "unverified"}
     assert query(cache, "SELECT count(*) FROM events WHERE signer_key IS NOT NULL") == [(0,)]
 
     deliver(folder, root, files["B1"])
-    report = pull(LocalBucket(root), cache)
+    report = sync_bucket(LocalBucket(root), cache)
     assert report.events_ingested == 1
     assert by_body(cache) == {"b1": "tofu", "b2": "tofu"}
     assert kinds(cache) == {}
@@ -193,11 +193,11 @@ def test_a_late_key_verifies_the_authentic_copy_of_an_event_and_not_a_forged_one
     unsigned = {key: value for key, value in message.items() if key != "signature"}
     forged = sign(unsigned, seed_of(MALLORY))
     write_events(root, "alpha", [message, forged], bob.client_id, name=None)
-    pull(LocalBucket(root), cache)
+    sync_bucket(LocalBucket(root), cache)
     assert query(cache, "SELECT count(*) FROM event_rows WHERE signer_key IS NULL") == [(2,)]
 
     write_events(root, "alpha", [join], bob.client_id)
-    pull(LocalBucket(root), cache)
+    sync_bucket(LocalBucket(root), cache)
     rows = query(
         cache, "SELECT signature, signer_key, trust FROM events WHERE type = 'm.room.message'"
     )
@@ -223,11 +223,11 @@ def test_a_late_key_verifies_a_backlog_a_chunk_at_a_time(
     join = bob.join("alpha", BASE_MS)
     messages = [bob.message("alpha", BASE_MS + 10 * n, f"m{n}") for n in range(1, 11)]
     write_events(root, "alpha", messages, bob.client_id)
-    pull(LocalBucket(root), cache)
+    sync_bucket(LocalBucket(root), cache)
     assert set(by_body(cache).values()) == {"unverified"}
 
     write_events(root, "alpha", [join], bob.client_id)
-    pull(LocalBucket(root), cache)
+    sync_bucket(LocalBucket(root), cache)
     assert by_body(cache) == {f"m{n}": "tofu" for n in range(1, 11)}
     assert query(cache, "SELECT count(*) FROM event_rows WHERE signer_key IS NULL") == [(0,)]
     assert kinds(cache) == {}
@@ -238,7 +238,7 @@ import sys
 from pathlib import Path
 from bucketchat.cache import open_cache
 with open_cache(Path(sys.argv[1]), read_only=True, wait_seconds=0.5) as cache:
-    print(cache.con.execute("SELECT count(*) FROM event_rows").fetchone()[0])
+    print(cache.one("SELECT count(*) FROM event_rows")[0])
 """
 
 
@@ -262,7 +262,7 @@ def test_the_cache_is_free_while_a_late_key_verifies_a_backlog(
     for room in ("alpha", "beta"):
         backlog = [bob.message(room, BASE_MS + 10 * n, f"{room}{n}") for n in range(1, 10)]
         write_events(root, room, backlog, bob.client_id)
-    pull(LocalBucket(root), cache, workers=1)
+    sync_bucket(LocalBucket(root), cache, workers=1)
     assert set(by_body(cache).values()) == {"unverified"}
     pinned: dict[str, list[str]] = {}
     if arrival == "published":
@@ -282,7 +282,7 @@ def test_the_cache_is_free_while_a_late_key_verifies_a_backlog(
         return real_verify_again(*args)
 
     monkeypatch.setattr(sync_keys, "verify_again", verify_while_reading)
-    pull(LocalBucket(root), cache, workers=1, pinned=pinned)
+    sync_bucket(LocalBucket(root), cache, workers=1, pinned=pinned)
     assert len(readers) == 6  # three chunks a room, each verified once, none in the keys step
     assert [(r.returncode, r.stderr) for r in readers] == [(0, "")] * 6
     assert "unverified" not in set(by_body(cache).values())
@@ -297,13 +297,13 @@ def test_a_pinned_key_outranks_a_key_that_came_first(
     for name in ("X1", "C1", "C2"):
         deliver(folder, root, files[name])
 
-    pull(LocalBucket(root), cache, pinned=keystore.pinned_keys())  # nothing pinned yet
+    sync_bucket(LocalBucket(root), cache, pinned=keystore.pinned_keys())  # nothing pinned yet
     assert by_body(cache) == {"I am carol": "tofu", "really me": "invalid", "still me": "invalid"}
     conflicts = query(cache, "SELECT public_key FROM keys WHERE status = 'conflict'")
     assert conflicts == [(carol_real().public_key,)]
 
     assert keystore.pin_key(CAROL, carol_real().public_key)
-    report = pull(LocalBucket(root), cache, pinned=keystore.pinned_keys())
+    report = sync_bucket(LocalBucket(root), cache, pinned=keystore.pinned_keys())
     assert report.files_ingested == 0  # nothing new: the pin alone re-decides the room
     assert by_body(cache) == {
         "I am carol": "invalid",
@@ -321,7 +321,7 @@ def test_a_pinned_key_outranks_a_key_that_came_first(
     other_root, other = tmp_path / "other", tmp_path / "other.duckdb"
     for name in ("C2", "X1", "C1"):
         deliver(folder, other_root, files[name])
-        pull(LocalBucket(other_root), other, pinned=keystore.pinned_keys())
+        sync_bucket(LocalBucket(other_root), other, pinned=keystore.pinned_keys())
     assert by_body(other) == by_body(cache)
     assert findings_list(other) == findings_list(cache)
 
@@ -345,22 +345,22 @@ def test_keys_are_decided_again_only_where_they_can_have_changed(
     alice, bob = Author.of(ALICE), Author.of(BOB)
     write_events(root, "alpha", [alice.join("alpha", BASE_MS)], alice.client_id)
     write_events(root, "beta", [bob.join("beta", BASE_MS)], bob.client_id)
-    pull(LocalBucket(root), cache)
+    sync_bucket(LocalBucket(root), cache)
     assert sorted(decided) == ["alpha", "beta"]
 
     decided.clear()
     write_events(root, "alpha", [alice.message("alpha", BASE_MS + 10, "hi")], alice.client_id)
-    pull(LocalBucket(root), cache)
+    sync_bucket(LocalBucket(root), cache)
     assert decided == []
     assert by_body(cache) == {"hi": "tofu"}
 
     pins = {ALICE: [alice.public_key]}
-    pull(LocalBucket(root), cache, pinned=pins)  # a new pin: every room
+    sync_bucket(LocalBucket(root), cache, pinned=pins)  # a new pin: every room
     assert sorted(decided) == ["alpha", "beta"]
 
     decided.clear()
     write_events(root, "beta", [alice.message("beta", BASE_MS + 20, "pinned")], alice.client_id)
-    pull(LocalBucket(root), cache, pinned=pins)  # a pinned sender may be new to the room
+    sync_bucket(LocalBucket(root), cache, pinned=pins)  # a pinned sender may be new to the room
     assert decided == ["beta"]
     assert by_body(cache)["pinned"] == "attested"  # a pinned key's trust
 
@@ -377,7 +377,7 @@ def test_keys_a_dead_sync_left_undecided_are_decided_by_the_next(
     root, cache = tmp_path / "bucket", tmp_path / "cache.duckdb"
     alice, bob = Author.of(ALICE), Author.of(BOB)
     write_events(root, "alpha", [alice.join("alpha", BASE_MS)], alice.client_id)
-    pull(LocalBucket(root), cache)
+    sync_bucket(LocalBucket(root), cache)
     with open_cache(cache, read_only=True) as opened:
         fingerprint = opened.meta("keys_fingerprint")
     assert fingerprint
@@ -391,14 +391,14 @@ def test_keys_a_dead_sync_left_undecided_are_decided_by_the_next(
     with monkeypatch.context() as patched:
         patched.setattr(sync_keys, "refresh_room_keys", dies)
         with pytest.raises(RuntimeError):
-            pull(LocalBucket(root), cache)
+            sync_bucket(LocalBucket(root), cache)
     with open_cache(cache) as opened:  # the other sync's keys step, finishing meanwhile
         assert opened.meta("keys_fingerprint") is None
         opened.set_meta("keys_fingerprint", fingerprint)
     assert by_body(cache)["bob here"] == "unverified"
 
     write_events(root, "alpha", [alice.message("alpha", BASE_MS + 9, "later")], alice.client_id)
-    pull(LocalBucket(root), cache)
+    sync_bucket(LocalBucket(root), cache)
     assert by_body(cache) == {"bob here": "tofu", "later": "tofu"}
 
 
@@ -409,7 +409,7 @@ def test_a_sync_names_the_steps_after_reading(tmp_path: Path):
     alice = Author.of(ALICE)
     write_events(root, "alpha", [alice.join("alpha", BASE_MS)], alice.client_id)
     steps: list[str] = []
-    pull(LocalBucket(root), cache, stage=steps.append)
+    sync_bucket(LocalBucket(root), cache, stage=steps.append)
     assert steps == [
         "storing",
         "deciding keys",
@@ -417,5 +417,5 @@ def test_a_sync_names_the_steps_after_reading(tmp_path: Path):
         "indexing for search, counting findings",
     ]
     steps.clear()
-    pull(LocalBucket(root), cache, stage=steps.append)
+    sync_bucket(LocalBucket(root), cache, stage=steps.append)
     assert steps == []

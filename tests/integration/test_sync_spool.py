@@ -8,10 +8,11 @@ from pathlib import Path
 
 from test_sync_support import events_set, generated_bucket, trust_map
 
+from bucketchat.session import sync_bucket
 from bucketchat.storage import LocalBucket
-from bucketchat.sync import pull as pull_module
 from bucketchat.sync import reader
-from bucketchat.sync.pull import SPOOL_FOLDER, pull
+from bucketchat.sync import workers as workers_module
+from bucketchat.sync.workers import SPOOL_FOLDER
 
 
 def test_a_pooled_sync_leaves_no_spool_and_clears_that_of_a_dead_sync(tmp_path: Path, monkeypatch):
@@ -19,7 +20,7 @@ def test_a_pooled_sync_leaves_no_spool_and_clears_that_of_a_dead_sync(tmp_path: 
     # files big enough to be spooled, and small ones whose rows come back through the pipe
     generated_bucket(root, files=40, events_per_file=reader.SPOOL_ROWS + 6)
     generated_bucket(root, files=30, events_per_file=5, rooms=("delta",), seed=8)
-    monkeypatch.setattr(pull_module, "POOL_THRESHOLD_BYTES", 0)  # use the workers however small
+    monkeypatch.setattr(workers_module, "POOL_THRESHOLD_BYTES", 0)  # use the workers however small
     spooled = []
     real_load = reader.load_spooled
 
@@ -40,7 +41,7 @@ def test_a_pooled_sync_leaves_no_spool_and_clears_that_of_a_dead_sync(tmp_path: 
     (stale / "1-0.arrow").write_bytes(b"half written")
 
     pooled, single = tmp_path / "pooled.duckdb", tmp_path / "single.duckdb"
-    report = pull(LocalBucket(root), pooled, workers=2)
+    report = sync_bucket(LocalBucket(root), pooled, workers=2)
     assert report.events_ingested == 40 * (reader.SPOOL_ROWS + 6) + 30 * 5
     assert spooled.count(True) == 40 and spooled.count(False) == 30
     # the workers' fork server is gone too: it would hold ~86 MiB through the index build
@@ -48,7 +49,7 @@ def test_a_pooled_sync_leaves_no_spool_and_clears_that_of_a_dead_sync(tmp_path: 
 
     assert forkserver._forkserver._forkserver_pid is None
     assert not (tmp_path / SPOOL_FOLDER).exists()
-    pull(LocalBucket(root), single, workers=1)
+    sync_bucket(LocalBucket(root), single, workers=1)
     assert events_set(pooled) == events_set(single)
     assert trust_map(pooled) == trust_map(single)
 

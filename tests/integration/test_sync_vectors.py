@@ -23,11 +23,11 @@ from test_sync_support import (
     write_events,
 )
 
-from bucketchat.audit import audit_report
+from bucketchat.audit.report import audit_report
 from bucketchat.cache import open_cache
+from bucketchat.session import sync_bucket
 from bucketchat.storage import LocalBucket
 from bucketchat.sync import reader
-from bucketchat.sync.pull import pull
 
 EXPECTED: dict[str, Any] = json.loads((FIXTURES / "bucket-expected.json").read_text())
 
@@ -52,7 +52,7 @@ def _match_findings(expected: list[list[Any]], actual: list[tuple[str, str | Non
 
 def test_vector_bucket_gives_exactly_the_expected_report(vector_bucket: Path, tmp_path: Path):
     cache_path = tmp_path / "cache.duckdb"
-    report = pull(LocalBucket(vector_bucket), cache_path)
+    report = sync_bucket(LocalBucket(vector_bucket), cache_path)
 
     assert report.files_scanned == 4
     assert report.files_ingested == 4
@@ -62,9 +62,9 @@ def test_vector_bucket_gives_exactly_the_expected_report(vector_bucket: Path, tm
     with open_cache(cache_path, read_only=True) as cache:
         audit = audit_report(cache)
         valid = dict(
-            cache.con.execute(
+            cache.rows(
                 "SELECT room_id, count(*) FROM events WHERE trust <> 'invalid' GROUP BY room_id"
-            ).fetchall()
+            )
         )
     digests = {room["room_id"]: room["digest"] for room in audit["rooms"]}
     assert set(digests) == set(EXPECTED["rooms"])
@@ -95,10 +95,10 @@ def test_vector_bucket_through_the_cli(vector_bucket: Path, tmp_path: Path):
 
 def test_a_second_sync_ingests_nothing(vector_bucket: Path, tmp_path: Path):
     cache_path = tmp_path / "cache.duckdb"
-    pull(LocalBucket(vector_bucket), cache_path)
+    sync_bucket(LocalBucket(vector_bucket), cache_path)
     events, findings = events_set(cache_path), findings_list(cache_path)
 
-    again = pull(LocalBucket(vector_bucket), cache_path)
+    again = sync_bucket(LocalBucket(vector_bucket), cache_path)
     assert again.as_json() | {"seconds": 0} == {
         "files_scanned": 4,
         "files_ingested": 0,
@@ -129,7 +129,7 @@ def test_no_change_sync_of_2000_files_reads_no_file(
         at = BASE_MS + index * 1000
         write_events(root, "many", [author.message("many", at, f"m{index}")], "tiny")
     cache_path = tmp_path / "cache.duckdb"
-    first = pull(LocalBucket(root), cache_path)
+    first = sync_bucket(LocalBucket(root), cache_path)
     assert first.files_ingested == 2000
     assert first.events_ingested == 2000
 
@@ -138,7 +138,7 @@ def test_no_change_sync_of_2000_files_reads_no_file(
 
     monkeypatch.setattr(reader, "read_file", no_reading)
     monkeypatch.setattr(LocalBucket, "read", no_reading)
-    again = pull(LocalBucket(root), cache_path)
+    again = sync_bucket(LocalBucket(root), cache_path)
     assert again.files_scanned == 2000
     assert again.files_ingested == 0
     assert again.events_ingested == 0
@@ -186,17 +186,17 @@ def test_the_room_macros_give_the_findings_of_the_views_they_replace(
     rows of those rooms and of no room."""
     _conflicts_and_strangers(vector_bucket)
     cache_path = tmp_path / "cache.duckdb"
-    pull(LocalBucket(vector_bucket), cache_path)
+    sync_bucket(LocalBucket(vector_bucket), cache_path)
     with open_cache(cache_path) as cache:
-        con = cache.con
+        con = cache
         for view in _old_views():
             con.execute(view)
 
         def rows(query: str, rooms: list[str] | None = None) -> list[str]:
             params = None if rooms is None else {"rooms": rooms}
-            return sorted(map(str, con.execute(query, params).fetchall()))
+            return sorted(map(str, con.rows(query, params)))
 
-        kinds = set(con.execute("SELECT DISTINCT room_id, kind FROM findings").fetchall())
+        kinds = set(con.rows("SELECT DISTINCT room_id, kind FROM findings"))
         expected_kinds = {
             ("faults", "chain_gap"),
             ("faults", "chain_fork"),
@@ -220,7 +220,7 @@ def test_a_sync_reports_the_new_findings_of_its_rooms_only(vector_bucket: Path, 
     """The report counts findings before and after in the rooms the sync touches; findings
     already stored elsewhere are not reported again, new ones are."""
     cache_path = tmp_path / "cache.duckdb"
-    first = pull(LocalBucket(vector_bucket), cache_path)
+    first = sync_bucket(LocalBucket(vector_bucket), cache_path)
     assert first.findings
     alice = Author.of(ALICE)
     write_events(
@@ -229,9 +229,9 @@ def test_a_sync_reports_the_new_findings_of_its_rooms_only(vector_bucket: Path, 
         [alice.join("third", BASE_MS), alice.message("third", BASE_MS + 5, "hi")],
         alice.client_id,
     )
-    quiet = pull(LocalBucket(vector_bucket), cache_path)
+    quiet = sync_bucket(LocalBucket(vector_bucket), cache_path)
     assert quiet.events_ingested == 2
     assert quiet.findings == {}
     (vector_bucket / "rooms" / "third" / "odd.txt").write_text("x")
-    odd = pull(LocalBucket(vector_bucket), cache_path)
+    odd = sync_bucket(LocalBucket(vector_bucket), cache_path)
     assert odd.findings == {"unexpected_file": 1}

@@ -22,8 +22,8 @@ from test_sync_support import (
     write_events,
 )
 
-from bucketchat.client import Client
 from bucketchat.protocol.signing import SigningKey
+from bucketchat.session import Session
 from bucketchat.storage import LocalBucket
 
 
@@ -64,7 +64,7 @@ def test_watch_ingests_new_files_quickly_and_stops_on_ctrl_c(tmp_path: Path):
     try:
         assert wait_for(db, "lobby", 1, budget=20) is not None, "the first sync never landed"
 
-        writer = Client(
+        writer = Session(
             LocalBucket(root),
             tmp_path / "writer.duckdb",
             user=ALICE,

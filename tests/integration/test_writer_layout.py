@@ -20,7 +20,6 @@ import nacl.signing
 import pytest
 from test_sync_support import BASE_MS, bucketchat, error_lines, query, seed_of
 
-from bucketchat.client import Client
 from bucketchat.compose import (
     edit_content,
     message_content,
@@ -28,8 +27,8 @@ from bucketchat.compose import (
     redaction_content,
 )
 from bucketchat.protocol.signing import SigningKey
+from bucketchat.session import Session, sync_bucket
 from bucketchat.storage import LocalBucket
-from bucketchat.sync.pull import pull
 
 ALICE, BOB = "alice@example.com", "bob@example.com"
 
@@ -184,9 +183,9 @@ def check_chains(verified: list[Verified]) -> dict[tuple[str, str], list[Verifie
 # ---------------------------------------------------------------- rooms written by Client
 
 
-def client(root: Path, cache: Path, user: str, clock: Any = None) -> Client:
+def client(root: Path, cache: Path, user: str, clock: Any = None) -> Session:
     kwargs = {"clock": clock} if clock else {}
-    return Client(LocalBucket(root), cache, user=user, key=SigningKey(seed_of(user)), **kwargs)
+    return Session(LocalBucket(root), cache, user=user, key=SigningKey(seed_of(user)), **kwargs)
 
 
 @pytest.mark.slow
@@ -241,7 +240,7 @@ def test_a_room_written_by_the_client_verifies_chains_and_is_laid_out_as_specifi
     assert (metadata["name"], metadata["topic"]) == ("Garden", "plants")
 
     reader = tmp_path / "reader.duckdb"
-    report = pull(LocalBucket(root), reader)
+    report = sync_bucket(LocalBucket(root), reader)
     assert report.events_ingested == len(verified)
     assert query(reader, "SELECT DISTINCT trust FROM events") == [("tofu",)]
     assert query(reader, "SELECT kind FROM findings") == []

@@ -18,11 +18,20 @@ CORE_MODULES = [
     "bucketchat.sync.push",
     "bucketchat.sync.reader",
     "bucketchat.sync.keys",
-    "bucketchat.audit",
+    "bucketchat.sync.workers",
+    "bucketchat.projections.timeline.refresh",
+    "bucketchat.projections.timeline.read",
+    "bucketchat.projections.search.index",
+    "bucketchat.projections.search.searcher",
+    "bucketchat.export",
+    "bucketchat.audit.report",
+    "bucketchat.audit.bundle",
     "bucketchat.compose",
-    "bucketchat.client",
+    "bucketchat.session",
+    "bucketchat.present",
     "bucketchat.keystore",
-    "bucketchat.auth",
+    "bucketchat.attestation",
+    "bucketchat.api",
     "bucketchat.demo",
 ]
 UI_LIBRARIES = ("rich", "typer", "textual", "click")
@@ -43,8 +52,8 @@ def test_a_no_change_sync_path_does_not_import_heavy_libraries() -> None:
     """What a quiet sync needs must not pull pyarrow, pydantic, libsodium (PyNaCl), the
     line parser or the cloud SDKs."""
     probe = (
-        "import sys, bucketchat.sync.pull, bucketchat.client, bucketchat.cli.session, "
-        "bucketchat.keystore, bucketchat.auth; "
+        "import sys, bucketchat.sync.pull, bucketchat.session, bucketchat.cli.context, "
+        "bucketchat.keystore, bucketchat.attestation; "
         "print(','.join(m for m in ('pyarrow', 'pydantic', 'nacl', 'bucketchat.protocol.lines', "
         "'boto3', 'google.cloud.storage', 'azure.storage.blob') if m in sys.modules))"
     )

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from bucketchat import keystore
+from bucketchat import config, keystore
 from bucketchat.errors import BadIdentifier, KeystoreError, MissingSetting, UsageError
+from bucketchat.keystore import device as keystore_device
 from bucketchat.protocol.signing import SigningKey, verify
 
 SMALL_ORDER_ZERO = base64.b64encode(bytes(32)).decode()  # 'AAAA…=': order 4
@@ -24,7 +25,7 @@ FAST_N = 2**10  # scrypt cost for tests that open many files
 
 @pytest.fixture(autouse=True)
 def fresh_announcement(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(keystore, "_announced", False)
+    monkeypatch.setattr(keystore_device, "_announced", False)
     monkeypatch.delenv("BUCKETCHAT_KEYSTORE", raising=False)
 
 
@@ -239,7 +240,7 @@ def test_pin_key_is_idempotent_and_survives_in_the_data_dir(vector_keys: dict[st
     assert keystore.pin_key("bob@example.com", bob) is True
     assert keystore.pin_key("bob@example.com", bob) is False
     assert keystore.pinned_keys() == {"bob@example.com": [bob]}
-    assert keystore.trusted_keys_path().parent == keystore.config.data_dir()
+    assert keystore.trusted_keys_path().parent == config.data_dir()
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Thread placement (PROTOCOL.md §6): query_state.thread_roots, which jumps pointers on
+"""Thread placement (PROTOCOL.md §6): timeline.threads.thread_roots, which jumps pointers on
 Arrow arrays, against the plain rule walked one reply at a time."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bucketchat.query_state import thread_roots
+from bucketchat.projections.timeline.threads import thread_roots
 
 
 def walked(links: dict[int, int]) -> dict[int, tuple[int, int]]:
@@ -26,7 +26,7 @@ def walked(links: dict[int, int]) -> dict[int, tuple[int, int]]:
     return out
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)  # the first example imports pyarrow
 @given(st.dictionaries(st.integers(1, 40), st.integers(1, 40), max_size=40))
 def test_thread_roots_follows_the_rule(links: dict[int, int]) -> None:
     assert thread_roots(links.items()) == walked(links)

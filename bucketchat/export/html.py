@@ -8,26 +8,26 @@ messages stay text: nothing in the file points at the network.
 
 from __future__ import annotations
 
-import hashlib
 import html
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bucketchat.export import (
+from bucketchat.export.common import (
     ITEM_COUNT,
     ROOM_NAME,
     ExportOptions,
     ExportResult,
     Progress,
-    _count,
-    _prepare_file,
-    _Ticker,
+    Ticker,
     clean_text,
+    count_rows,
     describe_member,
     iso_time,
     items,
+    prepare_file,
     thread_order,
 )
+from bucketchat.present import sender_hue
 
 if TYPE_CHECKING:
     from bucketchat.cache import Cache
@@ -69,10 +69,6 @@ CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'none'; form-actio
 
 def _e(text: str) -> str:
     return html.escape(clean_text(text), quote=True)
-
-
-def sender_hue(sender_id: str) -> int:
-    return int(hashlib.sha256(sender_id.encode("utf-8")).hexdigest()[:4], 16) % 360
 
 
 def _item_html(item: dict[str, Any]) -> str:
@@ -118,8 +114,8 @@ def _item_html(item: dict[str, Any]) -> str:
 def export_html(
     cache: Cache, output: Path, options: ExportOptions, progress: Progress | None = None
 ) -> ExportResult:
-    _prepare_file(output)
-    ticker = _Ticker(progress, _count(cache, ITEM_COUNT, options))
+    prepare_file(output)
+    ticker = Ticker(progress, count_rows(cache, ITEM_COUNT, options))
     title = options.rooms[0] if len(options.rooms) == 1 else f"{len(options.rooms)} rooms"
     page = [
         "<!doctype html>",
@@ -133,7 +129,7 @@ def export_html(
     ]
     count = 0
     for room in options.rooms:
-        name_row = cache.con.execute(ROOM_NAME, [room]).fetchone()
+        name_row = cache.one(ROOM_NAME, [room])
         page.append(f'<section class="room"><h1>{_e(room)}</h1>')
         if name_row and name_row[0]:
             page.append(f'<div class="meta">{_e(name_row[0])}</div>')

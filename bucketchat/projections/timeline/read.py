@@ -3,7 +3,7 @@
 Pages use keyset pagination on the timeline order (``timestamp_ms``, ``event_id``,
 ``event_hash``): ``--before EVENT_ID`` continues strictly before that item, so pages never
 skip or repeat items while new events arrive. Rows are stored clustered by room and time
-(query_state), so a page or a thread reads only its room's row groups.
+(timeline.refresh), so a page or a thread reads only its room's row groups.
 """
 
 from __future__ import annotations
@@ -98,14 +98,14 @@ def _find_item(cache: Cache, room: str, event_id: str) -> tuple[Any, ...] | None
     """(seq, position, event_id, event_hash, thread_seq, trust) of the item ``event_id``."""
     at = _id_time(event_id)
     if at is not None:
-        found = cache.con.execute(
+        found = cache.one(
             FIND_ITEM_AT, {"room": room, "at": at, "event_id": event_id}
-        ).fetchone()
+        )
         # an id naming two events (event_id_conflict) finds the valid one at the id's own
         # time first, else the earliest valid one: deterministic either way
         if found is not None and found[5] != "invalid":
             return found
-    return cache.con.execute(FIND_ITEM, {"room": room, "event_id": event_id}).fetchone()
+    return cache.one(FIND_ITEM, {"room": room, "event_id": event_id})
 
 
 def _event_room(event_id: str) -> str:
@@ -116,7 +116,7 @@ def _event_room(event_id: str) -> str:
 def _rows(
     cache: Cache, sql: str, params: dict[str, Any], columns: tuple[str, ...]
 ) -> list[dict[str, Any]]:
-    result = cache.con.execute(sql, params).fetchall()
+    result = cache.rows(sql, params)
     return [dict(zip(columns, row, strict=True)) for row in result]
 
 
@@ -147,9 +147,9 @@ def _page_params(
             raise BadIdentifier(f"no timeline item {before!r} in room {room!r}")
         high = int(found[1])
     else:
-        known = cache.con.execute(ROOM_ITEMS, [room]).fetchone()
+        known = cache.one(ROOM_ITEMS, [room])
         if known is None:
-            if cache.con.execute(ROOM_KNOWN, [room]).fetchone() is None:
+            if cache.one(ROOM_KNOWN, [room]) is None:
                 raise UsageError(f"no room {room!r} in the cache: run `bucketchat sync` first?")
             return None
         high = int(known[0]) + 1
@@ -214,7 +214,7 @@ def timeline_arrow(
             "low": 0,
         }
     table = _widening(
-        params, limit, lambda p: cache.con.execute(PAGE, p).to_arrow_table(), lambda t: t.num_rows
+        params, limit, lambda p: cache.arrow(PAGE, p), lambda t: t.num_rows
     )
     return table.take(list(range(table.num_rows - 1, -1, -1)))
 
@@ -225,7 +225,7 @@ def _thread_query(cache: Cache, event_id: str) -> tuple[str, dict[str, Any], str
     target = event_id
     found = _find_item(cache, room, target)
     if found is None:  # an edit, reaction or redaction: the thread of what it acts on
-        related = cache.con.execute(RELATION_TARGET, [room, event_id]).fetchone()
+        related = cache.one(RELATION_TARGET, [room, event_id])
         if related is not None:
             target = str(related[0])
             found = _find_item(cache, room, target)
@@ -251,4 +251,34 @@ def thread(cache: Cache, event_id: str) -> dict[str, Any]:
 def thread_arrow(cache: Cache, event_id: str) -> pa.Table:
     """``thread``'s events as an Arrow table, root first, with ``depth``."""
     sql, params, _target, _threaded = _thread_query(cache, event_id)
-    return cache.con.execute(sql, params).to_arrow_table()
+    return cache.arrow(sql, params)
+
+
+# Rooms known from events or metadata, with what `rooms` shows of each; events whose trust
+# is invalid are not counted (they are no events of the room).
+ROOMS = """
+SELECT r.room_id, m.name, count(e.event_hash) AS events, count(DISTINCT e.sender_id) AS senders,
+       max(e.timestamp_ms) AS last_timestamp_ms
+FROM (SELECT room_id FROM event_rows UNION SELECT room_id FROM room_meta) r
+LEFT JOIN room_meta m ON m.room_id = r.room_id
+LEFT JOIN events e ON e.room_id = r.room_id AND e.trust <> 'invalid'
+GROUP BY r.room_id, m.name ORDER BY r.room_id
+"""
+MEMBERS = """
+SELECT room_id, sender_id, membership, displayname, changed_by, since_ms, event_id, trust
+FROM members WHERE room_id = $room
+ORDER BY sender_id
+"""
+
+
+def rooms(cache: Cache) -> list[dict[str, Any]]:
+    """Every room with its name, counts and last activity (CLI.md ``rooms --json``)."""
+    return [
+        {"room_id": r[0], "name": r[1], "events": r[2], "senders": r[3], "last_timestamp_ms": r[4]}
+        for r in cache.rows(ROOMS)
+    ]
+
+
+def members(cache: Cache, room: str) -> list[dict[str, Any]]:
+    """The room's members as their latest member event left them, by sender id."""
+    return cache.records(MEMBERS, {"room": room})

@@ -25,7 +25,7 @@ _CJK = (
 )
 _CJK_RUN = re.compile(f"[{_CJK}]+")
 _WORD = re.compile(r"[^\W_]+")
-_CJK_CHAR = re.compile(f"[{_CJK}]")
+CJK_CHAR = re.compile(f"[{_CJK}]")
 _SPACE = re.compile(r"\s")
 
 
@@ -71,11 +71,11 @@ def tokens(text: str) -> list[str]:
     return out
 
 
-def _index_text(body: str) -> tuple[str, str]:
+def index_text(body: str) -> tuple[str, str]:
     folded = fold(body)
-    if not _CJK_CHAR.search(folded):  # tantivy's default tokenizer cuts words as tokens() does
+    if not CJK_CHAR.search(folded):  # tantivy's default tokenizer cuts words as tokens() does
         return folded, ""
-    return " ".join(tokens(folded)), " ".join(_CJK_CHAR.findall(folded))
+    return " ".join(tokens(folded)), " ".join(CJK_CHAR.findall(folded))
 
 
 # --- queries -----------------------------------------------------------------------------
@@ -144,9 +144,9 @@ def _apply_filter(parsed: ParsedQuery, key: str, value: str, negate: bool) -> No
     elif key == "in":
         parsed.rooms.append(value)
     elif key == "before":
-        parsed.until_ms = _min(parsed.until_ms, parse_time_arg(value) - 1)
+        parsed.until_ms = at_most(parsed.until_ms, parse_time_arg(value) - 1)
     elif key == "after":
-        parsed.since_ms = _max(parsed.since_ms, parse_time_arg(value))
+        parsed.since_ms = at_least(parsed.since_ms, parse_time_arg(value))
     elif key == "is":
         if value.lower() not in TRUST_VALUES:
             raise UsageError(f"is:{value} is not one of is:{', is:'.join(TRUST_VALUES)}")
@@ -157,11 +157,13 @@ def _apply_filter(parsed: ParsedQuery, key: str, value: str, negate: bool) -> No
         parsed.has_thread = True
 
 
-def _min(a: int | None, b: int) -> int:
+def at_most(a: int | None, b: int) -> int:
+    """``b``, or the smaller of the two bounds."""
     return b if a is None else min(a, b)
 
 
-def _max(a: int | None, b: int) -> int:
+def at_least(a: int | None, b: int) -> int:
+    """``b``, or the larger of the two bounds."""
     return b if a is None else max(a, b)
 
 
@@ -175,7 +177,7 @@ def highlight(body: str, words: Iterable[str]) -> list[tuple[int, int]]:
     for word in set(words):
         if not word:
             continue
-        cjk = bool(_CJK_CHAR.match(word))
+        cjk = bool(CJK_CHAR.match(word))
         start = 0
         while True:
             found = folded.find(word, start)

@@ -2,7 +2,7 @@
 
 A live room grows at its end: new messages come after every item already shown, and new
 edits, reactions and redactions act on a handful of items. Recomputing the whole room for
-that (query_state) reads all its events (~1 s at 100k); this path recomputes only what
+that (timeline.refresh) reads all its events (~1 s at 100k); this path recomputes only what
 the new events can touch, with the same SQL over a smaller ``q_ev``:
 
     A   = ids of the new events, what they relate to, the parents of new replies, and
@@ -23,13 +23,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from bucketchat.query_state import ITEM_STATE, TRUSTED
+from bucketchat.projections.timeline.sql import (
+    EDITS,
+    ITEM_STATE,
+    ITEM_TYPES,
+    PARENTS,
+    REACTIONS,
+    REDACTED,
+    RELATIONS,
+    TRUSTED,
+)
 
 if TYPE_CHECKING:
     from bucketchat.cache import Cache
 
 MAX_NEW_EVENTS = 2_000  # more than this in one room: recompute it whole
-ITEM_TYPES = ("m.room.message", "m.room.member")
 
 NEW_EVENTS = """
 SELECT seq, event_id, type, timestamp_ms, event_hash, relates_to, parent_event_id
@@ -66,7 +74,7 @@ WHERE room_id = $room
   AND (event_id IN (SELECT id FROM relation_ids)
        OR (type = 'm.room.redaction' AND relates_to IN (SELECT id FROM relation_ids)))
 """
-# event_rows with the events view's trust (query_state.TRUSTED, for the room in q_rooms):
+# event_rows with the events view's trust (timeline.sql.TRUSTED, for the room in q_rooms):
 # joining the view back by hash and signature cost five times as much.
 LOAD_PICKED = f"""
 CREATE OR REPLACE TEMP TABLE q_ev AS
@@ -133,6 +141,7 @@ SELECT e.room_id, e.seq, e.trust,
                       AND target IN (SELECT seq FROM q_redacted))
 FROM q_ev e WHERE e.seq IN (SELECT seq FROM q_state_seqs)
 """
+CHANGED_COUNT = "SELECT count(*) FROM q_out WHERE version = ?"
 BUMP_ITEMS = "UPDATE timeline_rooms SET items = items + ? WHERE room_id = ?"
 TEMPS = ("q_pick", "q_ev", "q_rel", "q_redacted", "q_edit", "q_react", "q_new", "q_out",
          "q_state_seqs")
@@ -141,7 +150,7 @@ TEMPS = ("q_pick", "q_ev", "q_rel", "q_redacted", "q_edit", "q_react", "q_new", 
 def _register(cache: Cache, name: str, column: str, values: list[Any], kind: Any) -> None:
     import pyarrow as pa
 
-    cache.con.register(name, pa.table({column: pa.array(values, type=kind)}))
+    cache.register(name, pa.table({column: pa.array(values, type=kind)}))
 
 
 def append_room(cache: Cache, room: str, since_seq: int, version: int) -> int | None:
@@ -149,13 +158,10 @@ def append_room(cache: Cache, room: str, since_seq: int, version: int) -> int | 
     None when the room must be recomputed whole. Runs inside the caller's transaction."""
     import pyarrow as pa
 
-    from bucketchat import query_state as qs
-
-    con = cache.con
-    new = con.execute(NEW_EVENTS, [room, since_seq]).fetchall()
+    new = cache.rows(NEW_EVENTS, [room, since_seq])
     if not new or len(new) > MAX_NEW_EVENTS:
         return None
-    last = con.execute(LAST_ITEM, [room]).fetchone()
+    last = cache.one(LAST_ITEM, [room])
     if last is None:
         return None
     last_key = (last[0], last[1], last[2])
@@ -167,9 +173,9 @@ def append_room(cache: Cache, room: str, since_seq: int, version: int) -> int | 
         return None
     _register(cache, "q_new_ids", "id", new_ids, pa.string())
     try:
-        shared = con.execute(SHARED_IDS, [room, since_seq]).fetchone()
+        shared = cache.one(SHARED_IDS, [room, since_seq])
     finally:
-        con.unregister("q_new_ids")
+        cache.unregister("q_new_ids")
     if shared and shared[0]:
         return None  # an id conflict, or an orphan whose parent just arrived
 
@@ -180,47 +186,46 @@ def append_room(cache: Cache, room: str, since_seq: int, version: int) -> int | 
     if redacts:
         _register(cache, "q_redacts", "id", redacts, pa.string())
         try:
-            ids |= {r[0] for r in con.execute(REDACTED_RELATIONS, [room]).fetchall()}
+            ids |= {r[0] for r in cache.rows(REDACTED_RELATIONS, [room])}
         finally:
-            con.unregister("q_redacts")
+            cache.unregister("q_redacts")
     _register(cache, "q_ids", "id", sorted(ids), pa.string())
     try:
-        con.execute(PICK, {"room": room})
+        cache.execute(PICK, {"room": room})
         _register(cache, "q_rooms", "room_id", [room], pa.string())
         try:
-            con.execute(LOAD_PICKED)
+            cache.execute(LOAD_PICKED)
         finally:
-            con.unregister("q_rooms")
-        con.execute(qs.RELATIONS)
-        con.execute(qs.REDACTED)
-        con.execute(qs.EDITS)
-        con.execute(qs.REACTIONS)
+            cache.unregister("q_rooms")
+        cache.execute(RELATIONS)
+        cache.execute(REDACTED)
+        cache.execute(EDITS)
+        cache.execute(REACTIONS)
         threads = _threads(cache, room, since_seq, int(last[3]), new_items)
         if threads is None:
             return None
         rows, roots = threads
-        con.register("q_threads", pa.Table.from_pylist(rows, schema=_thread_schema()))
+        cache.register("q_threads", pa.Table.from_pylist(rows, schema=_thread_schema()))
         try:
-            con.execute(ROWS)
+            cache.execute(ROWS)
         finally:
-            con.unregister("q_threads")
-        con.execute(OUT, {"version": version})
-        changed = con.execute("SELECT count(*) FROM q_out WHERE version = ?", [version])
-        changed_count = int((changed.fetchone() or (0,))[0])
-        con.execute(DELETE_OLD)
-        con.execute(INSERT_NEW)
+            cache.unregister("q_threads")
+        cache.execute(OUT, {"version": version})
+        changed_count = int(cache.value(CHANGED_COUNT, [version], 0))
+        cache.execute(DELETE_OLD)
+        cache.execute(INSERT_NEW)
         for seq, reply_count in roots.items():
-            con.execute(UPDATE_ROOT, {"seq": seq, "reply_count": reply_count,
+            cache.execute(UPDATE_ROOT, {"seq": seq, "reply_count": reply_count,
                                       "version": version})
-        con.execute(STATE_SEQS)
-        con.execute(DELETE_STATE)
-        con.execute(INSERT_STATE)
+        cache.execute(STATE_SEQS)
+        cache.execute(DELETE_STATE)
+        cache.execute(INSERT_STATE)
         added = sum(1 for row in rows if row["seq"] > since_seq)
-        con.execute(BUMP_ITEMS, [added, room])
+        cache.execute(BUMP_ITEMS, [added, room])
     finally:
-        con.unregister("q_ids")
+        cache.unregister("q_ids")
         for name in TEMPS:
-            con.execute(f"DROP TABLE IF EXISTS {name}")
+            cache.execute(f"DROP TABLE IF EXISTS {name}")
     return changed_count + len(roots)
 
 
@@ -246,31 +251,44 @@ def _threads(
     reply counts of old roots that gained replies; None to recompute the room whole."""
     import pyarrow as pa
 
-    from bucketchat import query_state as qs
-
-    con = cache.con
-    items = con.execute(
+    items = cache.rows(
         "SELECT seq, event_id FROM q_ev WHERE type IN ('m.room.message', 'm.room.member') "
         "AND content_problem IS NULL"
-    ).fetchall()
+    )
     item_seqs = {int(seq) for seq, _ in items}
     ids = {int(seq): str(eid) for seq, eid in items}
-    links = {int(child): int(parent) for child, parent in con.execute(qs.PARENTS).fetchall()}
+    links = {int(child): int(parent) for child, parent in cache.rows(PARENTS)}
     new_seqs = {int(row[0]) for row in new_items} & item_seqs
     parents_old = {p for c, p in links.items() if c in new_seqs and p <= since_seq}
     wanted = (item_seqs - new_seqs) | parents_old
     _register(cache, "q_seqs", "seq", sorted(wanted), pa.int64())
     try:
         stored = {
-            int(r[0]): r for r in con.execute(STORED_THREADS).fetchall()
+            int(r[0]): r for r in cache.rows(STORED_THREADS)
         }  # seq → (seq, thread_seq, thread_root, depth, reply_count, parent, event_id)
     finally:
-        con.unregister("q_seqs")
+        cache.unregister("q_seqs")
 
-    # where each new item hangs: (root seq, root id, depth), or None in a loop
-    placed: dict[int, tuple[int, str, int] | None] = {}
+    placed = _place_new_items(new_seqs, links, stored, ids)
+    if placed is None:
+        return None
+    return _thread_rows(cache, item_seqs, new_seqs, ids, stored, placed, new_items, last_position)
 
-    def place(seq: int) -> tuple[int, str, int] | None:
+
+Spot = tuple[int, str, int]  # where an item hangs: root seq, root id, depth
+
+
+def _place_new_items(
+    new_seqs: set[int],
+    links: dict[int, int],
+    stored: dict[int, Any],
+    ids: dict[int, str],
+) -> dict[int, Spot | None] | None:
+    """Where each new item hangs (None in a loop), or None when a new reply hangs under
+    an old event whose own thread is not settled (the whole room decides)."""
+    placed: dict[int, Spot | None] = {}
+
+    def place(seq: int) -> Spot | None:
         path: list[int] = []
         node = seq
         while True:
@@ -311,6 +329,22 @@ def _threads(
             place(seq)
     except _Unresolved:
         return None
+    return placed
+
+
+def _thread_rows(
+    cache: Cache,
+    item_seqs: set[int],
+    new_seqs: set[int],
+    ids: dict[int, str],
+    stored: dict[int, Any],
+    placed: dict[int, Spot | None],
+    new_items: list[Any],
+    last_position: int,
+) -> tuple[list[dict[str, Any]], dict[int, int]] | None:
+    """The thread columns of every item, and the reply counts of old roots not among them."""
+    import pyarrow as pa
+
     gained: dict[int, int] = {}
     for seq in new_seqs:
         spot = placed.get(seq)
@@ -354,9 +388,9 @@ def _threads(
         if known is None:
             _register(cache, "q_seqs", "seq", [root], pa.int64())
             try:
-                known = con.execute(STORED_THREADS).fetchone()
+                known = cache.one(STORED_THREADS)
             finally:
-                con.unregister("q_seqs")
+                cache.unregister("q_seqs")
             if known is None:
                 return None
         roots[root] = int(known[4] or 0) + count
@@ -366,12 +400,12 @@ def _threads(
         _register(cache, "q_seqs", "seq", keep, pa.int64())
         try:
             found_positions = dict(
-                con.execute(
+                cache.rows(
                     "SELECT seq, position FROM timeline_rows WHERE seq IN (SELECT seq FROM q_seqs)"
-                ).fetchall()
+                )
             )
         finally:
-            con.unregister("q_seqs")
+            cache.unregister("q_seqs")
         for row in rows:
             if row["position"] is None:
                 row["position"] = found_positions[row["seq"]]

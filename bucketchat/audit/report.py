@@ -8,14 +8,10 @@ exit status for ``--fail-on``.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bucketchat.cache import Cache
 from bucketchat.protocol.canonical import room_digest
-
-if TYPE_CHECKING:
-    from bucketchat.storage import Bucket
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "error": 2}
 FAIL_ON = {"error": 2, "warning": 1, "never": 99}
@@ -69,7 +65,6 @@ SELECT count(*), count(DISTINCT sender_id) FROM events WHERE $room IS NULL OR ro
 
 
 def audit_report(cache: Cache, room: str | None = None) -> dict[str, Any]:
-    con = cache.con
     params = {"room": room}
     columns = (
         "kind",
@@ -83,10 +78,10 @@ def audit_report(cache: Cache, room: str | None = None) -> dict[str, Any]:
         "detail",
     )
     findings = [
-        dict(zip(columns, row, strict=True)) for row in con.execute(FINDINGS, params).fetchall()
+        dict(zip(columns, row, strict=True)) for row in cache.rows(FINDINGS, params)
     ]
     problems: dict[tuple[str, str, str], set[str]] = defaultdict(set)
-    for room_id, sender, key, kind in con.execute(CHAIN_PROBLEMS, params).fetchall():
+    for room_id, sender, key, kind in cache.rows(CHAIN_PROBLEMS, params):
         problems[(room_id, sender, key)].add(CHAIN_NAMES[kind])
     senders = [
         {
@@ -97,18 +92,18 @@ def audit_report(cache: Cache, room: str | None = None) -> dict[str, Any]:
             "trust": trust,
             "chain": sorted(problems.get((room_id, sender, key), set())),
         }
-        for room_id, sender, key, count, trust in con.execute(SENDER_CHAINS, params).fetchall()
+        for room_id, sender, key, count, trust in cache.rows(SENDER_CHAINS, params)
     ]
-    hashes = dict(con.execute(ROOM_HASHES, params).fetchall())
+    hashes = dict(cache.rows(ROOM_HASHES, params))
     rooms = [
         {
             "room_id": room_id,
             "events": len(hashes.get(room_id, [])),
             "digest": room_digest(hashes.get(room_id, [])),
         }
-        for (room_id,) in con.execute(ROOM_NAMES, params).fetchall()
+        for (room_id,) in cache.rows(ROOM_NAMES, params)
     ]
-    totals = con.execute(TOTALS, params).fetchone() or (0, 0)
+    totals = cache.one(TOTALS, params) or (0, 0)
     severities = Counter(finding["severity"] for finding in findings)
     return {
         "summary": {
@@ -129,55 +124,3 @@ def fails(report: dict[str, Any], fail_on: str) -> bool:
     """True when a finding is at or above the ``--fail-on`` severity."""
     threshold = FAIL_ON[fail_on]
     return any(SEVERITY_RANK[f["severity"]] >= threshold for f in report["findings"])
-
-
-LOCK_CHECKS_IN_FLIGHT = 16
-LOCKABLE_FILES = """
-SELECT path, room_id FROM files
-WHERE state IN ('ingested', 'mutated', 'metadata') AND ($room IS NULL OR room_id = $room)
-ORDER BY path
-"""
-
-
-def add_lock_findings(
-    report: dict[str, Any], bucket: Bucket, cache_path: Path, room: str | None = None
-) -> None:
-    """``--check-lock``: ask the bucket which known objects are really write-once."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from bucketchat.cache import open_cache
-    from bucketchat.errors import BucketNotFound
-
-    with open_cache(cache_path, read_only=True) as cache:
-        files = cache.con.execute(LOCKABLE_FILES, {"room": room}).fetchall()
-
-    def locked(path: str) -> bool | None:
-        try:
-            return bucket.lock_status(path).locked
-        except BucketNotFound:
-            return None  # gone since the last sync, which the next sync reports as deleted
-
-    with ThreadPoolExecutor(max_workers=LOCK_CHECKS_IN_FLIGHT) as pool:
-        answers = list(pool.map(locked, [path for path, _ in files]))
-    added = []
-    for (path, room_id), answer in zip(files, answers, strict=True):
-        if answer is False:
-            added.append(
-                {
-                    "kind": "unlocked_object",
-                    "severity": "warning",
-                    "room_id": room_id,
-                    "sender_id": None,
-                    "event_id": None,
-                    "file": path,
-                    "line": None,
-                    "reason": None,
-                    "detail": "the bucket does not protect this object from overwrite or deletion",
-                }
-            )
-    report["findings"].extend(added)
-    summary = report["summary"]
-    summary["warning"] += len(added)
-    if added:
-        summary["by_kind"]["unlocked_object"] = len(added)
-        summary["by_kind"] = dict(sorted(summary["by_kind"].items()))

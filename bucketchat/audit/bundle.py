@@ -1,17 +1,12 @@
-"""Bundles: a folder anyone can re-check offline, and the check itself.
+"""Bundle verification: re-check an exported bundle with no cache and no network.
 
-    MANIFEST.json                 format, version, created time, sha256 of every other file
-    rooms/<room_id>/events.jsonl  the original signed lines; redacted ones as stubs
-    keys.json                     the keys in use, with trust and attestations
-    audit.json                    ``audit --format json`` of the exported rooms
-    digests.json                  room → digest (PROTOCOL.md §8) of the exported events
-
-``verify_bundle`` needs no cache and no network: it lays the lines out as a local bucket
-in a temporary folder and ingests them through the same pull pipeline as a sync (parse,
-hash, verify, key rules, chains), then recomputes every digest. Stubs stand in for their
-event in the digest and the chains (their hash cannot be checked without the content).
-Keys that were attested where the bundle was made are pinned, because the identity
-provider is not reachable offline; everything else is decided from the lines.
+``verify_bundle`` lays the lines out as a local bucket in a temporary folder and ingests
+them through the same pipeline as a sync (parse, hash, verify, key rules, chains), then
+recomputes every digest. Stubs stand in for their event in the digest and the chains
+(their hash cannot be checked without the content). Keys that were attested where the
+bundle was made are pinned, because the identity provider is not reachable offline;
+everything else is decided from the lines. The bundle's layout is defined here too
+(``export.bundle`` writes it).
 """
 
 from __future__ import annotations
@@ -23,39 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bucketchat.errors import UsageError
-from bucketchat.export import (
-    LINE_COUNT,
-    ExportOptions,
-    ExportResult,
-    Progress,
-    _count,
-    _Ticker,
-    iso_time,
-    signed_lines,
-)
 from bucketchat.protocol.canonical import room_digest
-from bucketchat.timeutil import now_ms
 
 if TYPE_CHECKING:
-    from bucketchat.cache import Cache
+    from bucketchat.storage import LocalBucket
 
 BUNDLE_FORMAT = "bucketchat-bundle"
 BUNDLE_VERSION = 1
-KEYS_IN_USE = """
-SELECT k.room_id, k.sender_id, k.public_key, k.status, k.trust, k.revoked_after_ms, k.pinned,
-       a.attestation, a.attestation_ok, a.attestation_detail
-FROM key_state k
-LEFT JOIN (
-    SELECT room_id, sender_id, public_key,
-           any_value(json_extract(content, '$.attestation')::VARCHAR) AS attestation,
-           bool_or(attestation_ok) AS attestation_ok,
-           any_value(attestation_detail) AS attestation_detail
-    FROM event_rows WHERE type = 'm.room.member' AND public_key IS NOT NULL
-    GROUP BY room_id, sender_id, public_key
-) a ON a.room_id = k.room_id AND a.sender_id = k.sender_id AND a.public_key = k.public_key
-WHERE k.room_id IN (SELECT room_id FROM export_rooms)
-ORDER BY k.room_id, k.sender_id, k.public_key
-"""
+
 ROOM_HASHES = """
 SELECT room_id, list(event_hash) FROM events WHERE trust <> 'invalid' GROUP BY room_id
 """
@@ -68,75 +38,6 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _write_json(path: Path, document: Any) -> None:
-    path.write_text(
-        json.dumps(document, ensure_ascii=False, indent=2, sort_keys=False, default=str) + "\n",
-        encoding="utf-8",
-    )
-
-
-def write_bundle(
-    cache: Cache, output: Path, options: ExportOptions, progress: Progress | None = None
-) -> ExportResult:
-    import pyarrow as pa
-
-    from bucketchat.audit import audit_report
-
-    if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        raise UsageError(f"{output} exists and is not an empty folder; a bundle needs a new one")
-    output.mkdir(parents=True, exist_ok=True)
-    ticker = _Ticker(progress, _count(cache, LINE_COUNT, options))
-    digests: dict[str, str] = {}
-    events = 0
-    for room in options.rooms:
-        folder = output / "rooms" / room
-        folder.mkdir(parents=True)
-        hashes = []
-        with (folder / "events.jsonl").open("w", encoding="utf-8", newline="\n") as handle:
-            for line, _ts, _stub, digest in signed_lines(cache, room, options):
-                handle.write(line)
-                handle.write("\n")
-                hashes.append(digest)
-                events += 1
-                ticker.tick()
-        digests[room] = room_digest(hashes)
-
-    cache.con.register("export_rooms", pa.table({"room_id": pa.array(options.rooms, pa.string())}))
-    try:
-        result = cache.con.execute(KEYS_IN_USE)
-        columns = [d[0] for d in result.description or []]
-        keys = [dict(zip(columns, row, strict=True)) for row in result.fetchall()]
-    finally:
-        cache.con.unregister("export_rooms")
-    for key in keys:
-        key["attestation"] = json.loads(key["attestation"]) if key["attestation"] else None
-    _write_json(output / "keys.json", keys)
-    report = audit_report(cache, options.rooms[0] if len(options.rooms) == 1 else None)
-    if len(options.rooms) > 1 and not options.all_rooms:
-        wanted = set(options.rooms)
-        report["findings"] = [f for f in report["findings"] if f["room_id"] in wanted]
-    _write_json(output / "audit.json", report)
-    _write_json(output / "digests.json", digests)
-    files = {
-        path.relative_to(output).as_posix(): sha256_file(path)
-        for path in sorted(output.rglob("*"))
-        if path.is_file()
-    }
-    manifest = {
-        "format": BUNDLE_FORMAT,
-        "version": BUNDLE_VERSION,
-        "created_at": iso_time(now_ms()),
-        "rooms": options.rooms,
-        "since_ms": options.since_ms,
-        "until_ms": options.until_ms,
-        "include_redacted": options.include_redacted,
-        "files": files,
-    }
-    _write_json(output / "MANIFEST.json", manifest)
-    ticker.finish()
-    return ExportResult("bundle", output, options.rooms, events, len(files) + 1)
 
 
 def _finding(kind: str, detail: str, *, room: str | None = None, file: str | None = None,
@@ -196,10 +97,9 @@ def verify_bundle(path: Path) -> dict[str, Any]:
     manifest, every room's digest matches ``digests.json``, and re-checking found no error
     that the bundle's own ``audit.json`` does not already report.
     """
-    from bucketchat.audit import audit_report
+    from bucketchat.audit.report import audit_report
     from bucketchat.cache import open_cache
     from bucketchat.storage import LocalBucket
-    from bucketchat.sync.pull import pull
 
     if not path.is_dir():
         raise UsageError(f"{path} is not a bundle folder")
@@ -230,11 +130,11 @@ def verify_bundle(path: Path) -> dict[str, Any]:
         for room in room_ids:
             stubs[room], line_maps[room] = _lay_out(path, room, bucket_root, findings)
         cache_path = Path(scratch) / "verify.duckdb"
-        pull(LocalBucket(bucket_root), cache_path, pinned=pins, workers=1)
+        _ingest(LocalBucket(bucket_root), cache_path, pins)
         with open_cache(cache_path, read_only=True) as cache:
             report = audit_report(cache)
-            hashes = dict(cache.con.execute(ROOM_HASHES).fetchall())
-            prevs = {(r, e): p for r, e, p in cache.con.execute(EVENT_PREV).fetchall()}
+            hashes = dict(cache.rows(ROOM_HASHES))
+            prevs = {(r, e): p for r, e, p in cache.rows(EVENT_PREV)}
     all_stub_hashes = {h for room_stubs in stubs.values() for h in room_stubs}
     new_errors = 0
     for finding in report["findings"]:
@@ -323,3 +223,21 @@ def _lay_out(
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(b"\n".join(kept) + b"\n")
     return stubs, line_map
+
+
+def _ingest(bucket: LocalBucket, cache_path: Path, pins: dict[str, list[str]]) -> None:
+    """Pull the laid-out bucket and decide its keys, as a sync does (no timeline or search
+    index: the audit reads neither). No issuer is trusted: attested keys come pinned."""
+    from bucketchat.attestation import AttestationVerifier
+    from bucketchat.cache import open_cache
+    from bucketchat.sync.keys import decide_keys, verify_late_unheld
+    from bucketchat.sync.pull import keys_fingerprint, pull
+
+    check = AttestationVerifier([])
+    fingerprint = keys_fingerprint(pins, check)
+    pulled = pull(bucket, cache_path, pinned=pins, keys_fingerprint=fingerprint, workers=1)
+    if pulled is None or pulled.idle:
+        return
+    verify_late_unheld(cache_path, pulled.keyed_rooms, pins, 1, every_room=pulled.keys_changed)
+    with open_cache(cache_path) as cache:
+        decide_keys(cache, pulled, pins, check, 1)

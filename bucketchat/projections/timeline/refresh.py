@@ -1,9 +1,9 @@
-"""The materialised timeline (``timeline_rows``): PROTOCOL.md §6 state, kept in step with sync.
+"""The timeline refresh: ``timeline_rows``, PROTOCOL.md §6 state, kept in step with sync.
 
     event_rows + key decisions ──refresh(room)──▶ timeline_rows ──version──▶ search index
 
-A room is recomputed whole, set-based in SQL (threads in Python: a parent walk with loop
-detection is clearer there than in a recursive CTE), whenever it gains events or its key
+A room is recomputed whole, set-based in SQL (threads with Arrow, ``timeline.threads``),
+or only at its end by the append path (``timeline.append``), whenever it gains events or its key
 decisions change. Rows whose content changed get the refresh's ``version``, so the search
 index (and any other follower) catches up by reading ``version > its watermark``.
 
@@ -16,17 +16,14 @@ the next command that reads.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from bucketchat.cache import Cache, open_cache
+from bucketchat.projections.timeline.sql import EDITS, ITEM_STATE, REACTIONS, REDACTED, TRUSTED
+from bucketchat.projections.timeline.threads import threads_table
 from bucketchat.timeutil import utc_now
-
-if TYPE_CHECKING:
-    from bucketchat.cache import Cache
-
-ITEM_TYPES = ("m.room.message", "m.room.member")
 
 META_SEQ = "query.seq"
 META_ROWS = "query.rows"
@@ -58,61 +55,6 @@ SELECT room_id, md5(string_agg(line, ',' ORDER BY line)) FROM ({KEY_LINES}) GROU
 """  # noqa: S608 - a constant
 STORED_ROOM_FINGERPRINTS = "SELECT room_id, key_fingerprint FROM timeline_rooms"
 
-# The events view's trust verdict (migrations/0001_initial.sql) on event_rows itself, for
-# the rooms being refreshed. Joining the view back onto event_rows by hash and signature
-# (and casting every content to JSON on the way) cost more than all the rest it fed.
-TRUSTED = """
-SELECT e.*,
-       CASE
-           WHEN im.event_hash IS NOT NULL THEN 'invalid'
-           WHEN k.trust IS NOT NULL
-                AND (k.revoked_after_ms IS NULL OR e.timestamp_ms <= k.revoked_after_ms)
-               THEN k.trust
-           WHEN s.sender_id IS NOT NULL THEN 'invalid'
-           ELSE 'unverified'
-       END AS trust
-FROM (SELECT seq, room_id, event_hash, sender_id, signer_key, timestamp_ms{columns}
-      FROM event_rows
-      WHERE room_id IN (SELECT room_id FROM q_rooms) {where}) e
-LEFT JOIN invalid_member_events im
-       ON im.room_id = e.room_id AND im.event_hash = e.event_hash
-LEFT JOIN key_state k
-       ON k.room_id = e.room_id AND k.sender_id = e.sender_id
-      AND k.public_key = e.signer_key AND k.status = 'accepted'
-LEFT JOIN (SELECT DISTINCT room_id, sender_id FROM key_state WHERE status = 'accepted') s
-       ON s.room_id = e.room_id AND s.sender_id = e.sender_id
-"""
-
-# §6: a relation resolves within the room; an id naming two events resolves, for one of
-# their own senders, to that sender's event, for anyone else to nothing.
-RESOLVE = """
-SELECT r.seq AS src, t.seq AS target, t.sender_id AS target_sender, t.type AS target_type
-FROM q_ev r JOIN q_ev t ON t.room_id = r.room_id AND t.event_id = r.{field} AND t.valid
-WHERE r.valid AND {where}
-QUALIFY count(*) OVER (PARTITION BY r.seq) = 1
-     OR (t.sender_id = r.sender_id
-         AND sum((t.sender_id = r.sender_id)::INTEGER) OVER (PARTITION BY r.seq) = 1)
-"""
-RELATIONS = (
-    "CREATE OR REPLACE TEMP TABLE q_rel AS "
-    "SELECT x.*, r.type AS src_type, r.sender_id AS src_sender, r.timestamp_ms, "
-    "r.event_id AS src_id, r.event_hash AS src_hash, r.body AS src_body, "
-    "r.msgtype AS src_msgtype, r.reaction_key "
-    "FROM ("
-    + RESOLVE.format(
-        field="relates_to",
-        where="r.type IN ('m.room.edit', 'm.room.redaction', 'm.room.reaction')",
-    )
-    + ") x JOIN q_ev r ON r.seq = x.src"
-)
-_PARENT_LINKS = RESOLVE.format(
-    field="parent_event_id",
-    where="r.type IN ('m.room.message', 'm.room.member') AND r.parent_event_id IS NOT NULL",
-)
-PARENTS = f"""
-SELECT src, target FROM ({_PARENT_LINKS})
-WHERE target_type IN ('m.room.message', 'm.room.member')
-"""  # noqa: S608 - built from constants
 # Both kinds of link of the rooms being refreshed in one join (relations, and the parents
 # of replies), resolved as RESOLVE does: each source names one id, so one pass over the
 # room's events as targets serves both. Thread links are the rows whose source and target
@@ -148,41 +90,7 @@ counted AS (
 SELECT c.* EXCLUDE (own) FROM candidates c JOIN counted n ON n.src = c.src
 WHERE n.candidates = 1 OR (c.own AND n.own_candidates = 1)
 """  # noqa: S608 - built from constants
-THREAD_LINKS = """
-SELECT src, target, target_id FROM q_rel
-WHERE src_type IN ('m.room.message', 'm.room.member')
-  AND target_type IN ('m.room.message', 'm.room.member')
-"""
-REDACTED = """
-CREATE OR REPLACE TEMP TABLE q_redacted AS
-SELECT DISTINCT target AS seq FROM q_rel
-WHERE src_type = 'm.room.redaction' AND src_sender = target_sender
-"""
-EDITS = """
-CREATE OR REPLACE TEMP TABLE q_edit AS
-SELECT target AS seq,
-       arg_max(src_body, (timestamp_ms, src_id, src_hash)) AS body,
-       arg_max(src_msgtype, (timestamp_ms, src_id, src_hash)) AS msgtype,
-       arg_max(src_id, (timestamp_ms, src_id, src_hash)) AS edit_event_id
-FROM q_rel
-WHERE src_type = 'm.room.edit' AND src_sender = target_sender
-  AND target_type = 'm.room.message' AND src_body IS NOT NULL
-  AND src NOT IN (SELECT seq FROM q_redacted)
-GROUP BY target
-"""
-# Keys are distinct per target, so sorting the (key, count) pairs sorts by key; an
-# ordered aggregate cost three times as much.
-REACTIONS = """
-CREATE OR REPLACE TEMP TABLE q_react AS
-SELECT target AS seq,
-       map_from_entries(list_sort(list((reaction_key, senders)))) AS reactions
-FROM (SELECT target, reaction_key, count(DISTINCT src_sender)::INTEGER AS senders
-      FROM q_rel
-      WHERE src_type = 'm.room.reaction' AND reaction_key IS NOT NULL
-        AND src NOT IN (SELECT seq FROM q_redacted)
-      GROUP BY target, reaction_key)
-GROUP BY target
-"""
+
 ROW_COLUMNS = (
     "seq, room_id, event_id, event_hash, timestamp_ms, sender_id, type, msgtype, body, "
     "original_body, edited, edit_event_id, redacted, reactions, parent_event_id, thread_root, "
@@ -209,21 +117,6 @@ SELECT seq,
 FROM event_rows
 WHERE room_id IN (SELECT room_id FROM q_rooms)
   AND type IN ('m.room.message', 'm.room.member') AND content_problem IS NULL
-"""
-# An item's row from the item (i) and what acts on it: its redaction (red), latest edit
-# (ed), reactions (re) and thread (th). The full refresh and the append path share it.
-ITEM_STATE = """
-i.seq, i.room_id, i.event_id, i.event_hash, i.timestamp_ms, i.sender_id, i.type,
-CASE WHEN red.seq IS NULL THEN coalesce(ed.msgtype, i.msgtype) END AS msgtype,
-CASE WHEN red.seq IS NULL THEN coalesce(ed.body, i.body) END AS body,
-CASE WHEN red.seq IS NULL THEN i.body END AS original_body,
-(red.seq IS NULL AND ed.seq IS NOT NULL) AS edited,
-CASE WHEN red.seq IS NULL THEN ed.edit_event_id END AS edit_event_id,
-(red.seq IS NOT NULL) AS redacted,
-coalesce(re.reactions, MAP {}::MAP(VARCHAR, INTEGER)) AS reactions,
-i.parent_event_id, th.thread_root, th.thread_seq, th.depth,
-coalesce(th.reply_count, 0)::INTEGER AS reply_count,
-i.membership, i.displayname, i.trust
 """
 # Straight from event_rows into the table: the rows are wide and written once, and every
 # temp table of them (spilled under the writer's memory limit) cost more than the query.
@@ -279,110 +172,12 @@ INSERT OR REPLACE INTO timeline_rooms (room_id, key_fingerprint, refreshed_at, i
 SELECT room_id, key_fingerprint, $now, items FROM q_fingerprints
 """
 
-# Rooms at or above this share of all events are cheaper to rebuild in one pass together.
-FULL_REBUILD_SHARE = 0.5
-
-
 @dataclass
 class RefreshResult:
     rooms: list[str]
     rows_changed: int
     version: int
     full: bool
-
-
-def thread_roots(
-    parents: Iterable[tuple[int, int]],
-) -> dict[int, tuple[int, int]]:
-    """Map every reply to (root, depth) from (child, parent) links; roots map to themselves.
-
-    A reply whose parent chain loops is its own root with no thread (PROTOCOL.md §6): its
-    entry is absent. Roots with at least one reply appear as (root, 0).
-    """
-    import pyarrow as pa
-
-    parent = dict(parents)
-    walk = _walk_threads(
-        pa.array(list(parent), type=pa.int64()), pa.array(list(parent.values()), type=pa.int64())
-    )
-    return {
-        int(seq): (int(root), int(depth))
-        for seq, root, depth in zip(
-            walk["seq"].to_pylist(),
-            walk["thread_seq"].to_pylist(),
-            walk["depth"].to_pylist(),
-            strict=True,
-        )
-    }
-
-
-def _walk_threads(children: Any, parents: Any) -> Any:
-    """thread_roots on Arrow int64 arrays of distinct children and their parents, as a
-    table of (seq, thread_seq, depth, reply_count, link): ``link`` is the index of a link
-    whose parent is the row's root. A Python walk over dicts took most of a second at
-    150k links.
-
-    Pointer jumping: every node holds an ancestor and its distance, and each round jumps
-    to the ancestor's ancestor, so chains of any length settle in log2(nodes) rounds. A
-    node ends on a root (a node with no parent) unless its chain loops: a node on or
-    leading into a loop ends on a node that has a parent, however many rounds run.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    replies = len(children)
-    # Node i is link i's child; the parents that are no link's child come after them.
-    tops = pc.unique(pc.filter(parents, pc.invert(pc.is_in(parents, value_set=children))))
-    nodes = pa.concat_arrays([children, tops])
-    parent_node = pc.cast(pc.index_in(parents, value_set=nodes), pa.int64())
-    up = pa.concat_arrays([parent_node, pa.array(range(replies, len(nodes)), type=pa.int64())])
-    dist = pa.array([1] * replies + [0] * len(tops), type=pa.int64())
-    for _ in range(len(nodes).bit_length() + 1):
-        dist = pc.add(dist, pc.take(dist, up))
-        jumped = pc.take(up, up)
-        if jumped.equals(up):
-            break
-        up = jumped
-    reply_up = up.slice(0, replies)
-    resolved = pc.greater_equal(reply_up, replies)  # ends on a node with no parent
-    reply_roots = pc.filter(reply_up, resolved)
-    counted = pc.value_counts(reply_roots)
-    roots = counted.field("values")
-    links = pc.index_in(roots, value_set=parent_node)
-    threaded = pa.table(
-        {
-            "seq": pc.filter(children, resolved),
-            "thread_seq": pc.take(nodes, reply_roots),
-            "depth": pc.cast(pc.filter(dist.slice(0, replies), resolved), pa.int32()),
-            "reply_count": pa.array([0] * len(reply_roots), type=pa.int32()),
-            "link": pc.take(links, pc.index_in(reply_roots, value_set=roots)),
-        }
-    )
-    root_seqs = pc.take(nodes, roots)
-    return pa.concat_tables(
-        [
-            threaded,
-            pa.table(
-                {
-                    "seq": root_seqs,
-                    "thread_seq": root_seqs,
-                    "depth": pa.array([0] * len(roots), type=pa.int32()),
-                    "reply_count": pc.cast(counted.field("counts"), pa.int32()),
-                    "link": links,
-                }
-            ),
-        ]
-    )
-
-
-def _threads_table(cache: Cache) -> Any:
-    import pyarrow.compute as pc
-
-    links = cache.con.execute(THREAD_LINKS).to_arrow_table()
-    walk = _walk_threads(links["src"].combine_chunks(), links["target"].combine_chunks())
-    # a root is always some reply's parent, so a link names it
-    root_ids = pc.take(links["target_id"], walk["link"])
-    return walk.drop_columns(["link"]).append_column("thread_root", root_ids)
 
 
 def _meta_int(cache: Cache, key: str) -> int | None:
@@ -392,20 +187,19 @@ def _meta_int(cache: Cache, key: str) -> int | None:
 
 def is_fresh(cache: Cache) -> bool:
     """True when ``timeline_rows`` reflect every stored event and the current key decisions."""
-    row = cache.con.execute(EVENT_WATERMARK).fetchone()
+    row = cache.one(EVENT_WATERMARK)
     max_seq, count = (int(row[0]), int(row[1])) if row else (0, 0)
     if _meta_int(cache, META_SEQ) != max_seq or _meta_int(cache, META_ROWS) != count:
         return False
     if cache.meta(META_LAYOUT) != LAYOUT:
         return False
-    keys = cache.con.execute(ALL_KEYS_FINGERPRINT).fetchone()
+    keys = cache.one(ALL_KEYS_FINGERPRINT)
     return cache.meta(META_KEYS) == (keys[0] if keys else "")
 
 
 def refresh(cache: Cache, *, full: bool = False) -> RefreshResult:
     """Bring ``timeline_rows`` up to date, recomputing only rooms that changed."""
-    con = cache.con
-    row = con.execute(EVENT_WATERMARK).fetchone()
+    row = cache.one(EVENT_WATERMARK)
     max_seq, count = (int(row[0]), int(row[1])) if row else (0, 0)
     seen_seq = _meta_int(cache, META_SEQ)
     seen_rows = _meta_int(cache, META_ROWS)
@@ -415,19 +209,19 @@ def refresh(cache: Cache, *, full: bool = False) -> RefreshResult:
     if cache.meta(META_LAYOUT) != LAYOUT:
         full = True
     elif not full:
-        kept = con.execute(ROWS_UP_TO, [seen_seq]).fetchone()
+        kept = cache.one(ROWS_UP_TO, [seen_seq])
         if kept is None or int(kept[0]) != seen_rows:
             full = True  # events vanished (cache rebuild): start over
-    fingerprints = dict(con.execute(ROOM_KEY_FINGERPRINTS).fetchall())
+    fingerprints = dict(cache.rows(ROOM_KEY_FINGERPRINTS))
     if full:
-        rooms = {r[0] for r in con.execute(ALL_ROOMS).fetchall()}
+        rooms = {r[0] for r in cache.rows(ALL_ROOMS)}
     else:
-        rooms = {r[0] for r in con.execute(ROOMS_SINCE, [seen_seq]).fetchall()}
-        stored = dict(con.execute(STORED_ROOM_FINGERPRINTS).fetchall())
+        rooms = {r[0] for r in cache.rows(ROOMS_SINCE, [seen_seq])}
+        stored = dict(cache.rows(STORED_ROOM_FINGERPRINTS))
         for room_id in set(stored) | set(fingerprints):
             if stored.get(room_id, "") != (fingerprints.get(room_id) or ""):
                 rooms.add(room_id)
-    keys = con.execute(ALL_KEYS_FINGERPRINT).fetchone()
+    keys = cache.one(ALL_KEYS_FINGERPRINT)
     if not rooms and not full:
         if cache.meta(META_KEYS) != (keys[0] if keys else "") or seen_seq != max_seq:
             with cache.transaction():
@@ -438,14 +232,14 @@ def refresh(cache: Cache, *, full: bool = False) -> RefreshResult:
     changed = 0
     with cache.transaction():
         if full:
-            con.execute("DELETE FROM timeline_rows")
-            con.execute("DELETE FROM event_state")
-            con.execute("DELETE FROM timeline_rooms")
+            cache.execute("DELETE FROM timeline_rows")
+            cache.execute("DELETE FROM event_state")
+            cache.execute("DELETE FROM timeline_rooms")
             cache.set_meta(META_EPOCH, uuid.uuid4().hex)
             cache.set_meta(META_LAYOUT, LAYOUT)
         if rooms and not full:
             rooms_whole = set()
-            stored = dict(con.execute(STORED_ROOM_FINGERPRINTS).fetchall())
+            stored = dict(cache.rows(STORED_ROOM_FINGERPRINTS))
             for room_id in sorted(rooms):
                 appended = _append(cache, room_id, seen_seq, version, stored, fingerprints)
                 if appended is None:
@@ -473,16 +267,15 @@ def _append(
     stored: dict[str, str],
     fingerprints: dict[str, str],
 ) -> int | None:
-    """The append path for a room whose key decisions did not change (query_append), or
+    """The append path for a room whose key decisions did not change (timeline.append), or
     None to recompute it whole; now and then the whole room anyway, to re-cluster it."""
     if seen_seq is None or room not in stored or stored[room] != (fingerprints.get(room) or ""):
         return None
     appended = _meta_int(cache, META_APPENDED + room) or 0
-    items = cache.con.execute("SELECT items FROM timeline_rooms WHERE room_id = ?", [room])
-    found = items.fetchone()
+    found = cache.one("SELECT items FROM timeline_rooms WHERE room_id = ?", [room])
     if found is None or appended > max(APPEND_RECLUSTER, int(found[0] or 0) // 10):
         return None
-    from bucketchat.query_append import append_room
+    from bucketchat.projections.timeline.append import append_room
 
     changed = append_room(cache, room, seen_seq, version)
     if changed is not None:
@@ -495,26 +288,25 @@ def _refresh_rooms(
 ) -> int:
     import pyarrow as pa
 
-    con = cache.con
-    con.register("q_rooms", pa.table({"room_id": pa.array(rooms, type=pa.string())}))
+    cache.register("q_rooms", pa.table({"room_id": pa.array(rooms, type=pa.string())}))
     try:
-        con.execute(LINKS)
-        con.execute(REDACTED)
-        con.execute(EDITS)
-        con.execute(REACTIONS)
-        con.execute(POSITIONS)
-        con.execute(OLD_ROWS)
-        con.execute(DELETE_ROOMS)
-        con.register("q_threads", _threads_table(cache))
+        cache.execute(LINKS)
+        cache.execute(REDACTED)
+        cache.execute(EDITS)
+        cache.execute(REACTIONS)
+        cache.execute(POSITIONS)
+        cache.execute(OLD_ROWS)
+        cache.execute(DELETE_ROOMS)
+        cache.register("q_threads", threads_table(cache))
         try:
-            con.execute(INSERT_ROWS, {"version": version})
+            cache.execute(INSERT_ROWS, {"version": version})
         finally:
-            con.unregister("q_threads")
-        con.execute(DELETE_STATE)
-        con.execute(INSERT_STATE)
+            cache.unregister("q_threads")
+        cache.execute(DELETE_STATE)
+        cache.execute(INSERT_STATE)
         counts = {
             str(room): (int(items), int(changed))
-            for room, items, changed in con.execute(ROOM_COUNTS, {"version": version}).fetchall()
+            for room, items, changed in cache.rows(ROOM_COUNTS, {"version": version})
         }
         prints = pa.table(
             {
@@ -527,25 +319,23 @@ def _refresh_rooms(
                 ),
             }
         )
-        con.register("q_fingerprints", prints)
+        cache.register("q_fingerprints", prints)
         try:
-            con.execute(UPSERT_ROOMS, {"now": utc_now()})
+            cache.execute(UPSERT_ROOMS, {"now": utc_now()})
         finally:
-            con.unregister("q_fingerprints")
+            cache.unregister("q_fingerprints")
     finally:
-        con.unregister("q_rooms")
+        cache.unregister("q_rooms")
         for statement in DROP_TEMPS:
-            con.execute(statement)
+            cache.execute(statement)
     return sum(changed for _, changed in counts.values())
 
 
 def ensure_fresh(path: Path, *, wait_seconds: float | None = None) -> None:
-    """Refresh the rows (and the search index) of the cache at ``path`` if they lag behind.
+    """Refresh the timeline rows of the cache at ``path`` if they lag behind.
 
     Opens the cache read-only to check (cheap), and for writing only when there is work.
     """
-    from bucketchat.cache import open_cache
-
     kwargs: dict[str, Any] = {} if wait_seconds is None else {"wait_seconds": wait_seconds}
     with open_cache(path, read_only=True, **kwargs) as cache:
         if is_fresh(cache):
@@ -561,8 +351,6 @@ def open_fresh(path: Path) -> Cache:
     One open when nothing lags (the common case: sync already refreshed); otherwise the
     cache is opened for writing just long enough to refresh.
     """
-    from bucketchat.cache import open_cache
-
     cache = open_cache(path, read_only=True)
     try:
         if is_fresh(cache):

@@ -1,4 +1,4 @@
-"""Full-text search over current message text: a tantivy index beside the cache, kept fresh.
+"""The search index: current message text in a tantivy index beside the cache, kept fresh.
 
     timeline_rows (version) ──update_index──▶ <cache>.search/ (tantivy, BM25) ──search──▶ hits
 
@@ -13,7 +13,7 @@ newer (new messages, edits, redactions, trust changes) are re-indexed; a changed
 rebuilt cache) re-indexes everything. Re-indexing a row is idempotent, so a crash between
 the cache and the index, or between the commit and the watermark, heals on the next open.
 
-Text is folded and cut by ``search_syntax`` before tantivy sees it, the same way for
+Text is folded and cut by ``search.syntax`` before tantivy sees it, the same way for
 documents and queries, whatever the script; for an ASCII message that folding is lower(),
 so DuckDB does it while writing the documents as JSON and Python only sees the rest.
 """
@@ -24,22 +24,12 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bucketchat.search_syntax import (
-    _CJK_CHAR,
-    ParsedQuery,
-    _index_text,
-    _max,
-    _min,
-    highlight,
-    marked,
-    parse_query,
-    snippet,
-)
+from bucketchat.projections.search.syntax import index_text
 
 if TYPE_CHECKING:
     import tantivy
@@ -87,9 +77,6 @@ FROM (
 CHANGED_SEQS = "SELECT seq FROM timeline_rows WHERE version > ? ORDER BY seq"
 CHANGED_COUNT = "SELECT count(*) FROM timeline_rows WHERE version > ?"
 INDEX_STATE = "SELECT key, value FROM cache_meta WHERE key IN ('query.epoch', 'query.version')"
-
-# --- the index ---------------------------------------------------------------------------
-
 
 def index_dir(cache_path: Path) -> Path:
     return cache_path.with_name(cache_path.name + ".search")
@@ -148,7 +135,7 @@ def _write_state(folder: Path, state: IndexState) -> None:
     os.replace(temporary, folder / WATERMARK)
 
 
-def _open_index(folder: Path) -> tantivy.Index:
+def open_index(folder: Path) -> tantivy.Index:
     import tantivy
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -164,7 +151,7 @@ def _open_index(folder: Path) -> tantivy.Index:
 
 
 def _cache_state(cache: Cache) -> tuple[str | None, int]:
-    values = dict(cache.con.execute(INDEX_STATE).fetchall())
+    values = dict(cache.rows(INDEX_STATE))
     return values.get("query.epoch"), int(values.get("query.version") or 0)
 
 
@@ -190,7 +177,7 @@ IndexProgress = Callable[[int], None]
 
 def _odd_document(document: str, body: str, sender: str) -> str:
     fields = json.loads(document)
-    fields["text"], fields["cjk"] = _index_text(body)
+    fields["text"], fields["cjk"] = index_text(body)
     fields["sender_key"] = _sender_keys(sender)
     return json.dumps(fields)
 
@@ -203,14 +190,15 @@ def _add_messages(
     add = writer.add_json
     # DuckDB makes the next batch of documents on a thread of its own while this one hands
     # the last to tantivy: one thread doing both was the limit of a full build.
-    cursor = cache.con.cursor()
+    cursor = cache.beside()
     try:
-        result = cursor.execute(MESSAGE_DOCUMENTS, [since])
+        batches = cursor.batches(MESSAGE_DOCUMENTS, [since], BATCH_ROWS)
+        none: list[tuple[Any, ...]] = []
         done = 0
         with ThreadPoolExecutor(1, thread_name_prefix="bucketchat-documents") as fetcher:
-            following = fetcher.submit(result.fetchmany, BATCH_ROWS)
+            following = fetcher.submit(next, batches, none)
             while rows := following.result():
-                following = fetcher.submit(result.fetchmany, BATCH_ROWS)
+                following = fetcher.submit(next, batches, none)
                 for document, odd in rows:
                     add(document if odd is None else _odd_document(document, *odd))
                 done += len(rows)
@@ -230,7 +218,7 @@ def update_index(
     rebuild = state.fmt != INDEX_FORMAT or state.epoch != epoch
     if not rebuild and state.version >= version:
         return 0
-    index = _open_index(folder)
+    index = open_index(folder)
     writer = _writer(index, wait_seconds)
     if writer is None:
         return 0
@@ -238,12 +226,12 @@ def update_index(
     try:
         if rebuild:
             writer.delete_all_documents()
-            row = cache.con.execute(CHANGED_COUNT, [since]).fetchone()
+            row = cache.one(CHANGED_COUNT, [since])
             changed = int(row[0]) if row else 0
         else:
             # every changed row goes, even one no longer indexed (redacted, now invalid);
             # documents added after these deletes are not touched by them
-            seqs = [seq for (seq,) in cache.con.execute(CHANGED_SEQS, [since]).fetchall()]
+            seqs = [seq for (seq,) in cache.rows(CHANGED_SEQS, [since])]
             for seq in seqs:
                 writer.delete_documents_by_term("seq", seq)
             changed = len(seqs)
@@ -256,183 +244,3 @@ def update_index(
         raise
     _write_state(folder, IndexState(epoch, version))
     return changed
-
-
-def _phrase_query(schema: tantivy.Schema, phrase: list[str]) -> tantivy.Query:
-    import tantivy
-
-    if len(phrase) == 1:
-        word = phrase[0]
-        if len(word) == 1 and _CJK_CHAR.match(word):
-            return tantivy.Query.term_query(schema, "cjk", word)
-        return tantivy.Query.term_query(schema, "text", word)
-    words: list[str | tuple[int, str]] = list(phrase)
-    return tantivy.Query.phrase_query(schema, "text", words)
-
-
-def _any_of(schema: tantivy.Schema, field_name: str, values: Iterable[Any]) -> tantivy.Query:
-    import tantivy
-
-    should = tantivy.Occur.Should
-    clauses = [(should, tantivy.Query.term_query(schema, field_name, v)) for v in values]
-    return tantivy.Query.boolean_query(clauses)
-
-
-def build_query(schema: tantivy.Schema, parsed: ParsedQuery) -> tuple[tantivy.Query, bool]:
-    """The tantivy query, and whether it has words to rank by (else newest first)."""
-    import tantivy
-
-    must, must_not = tantivy.Occur.Must, tantivy.Occur.MustNot
-    clauses: list[tuple[tantivy.Occur, tantivy.Query]] = []
-    for group in parsed.groups:
-        if len(group) == 1:
-            clauses.append((must, _phrase_query(schema, group[0])))
-        else:
-            alternatives = [(tantivy.Occur.Should, _phrase_query(schema, p)) for p in group]
-            clauses.append((must, tantivy.Query.boolean_query(alternatives)))
-    ranked = bool(clauses)
-    filters: list[tantivy.Query] = []
-    if parsed.senders:
-        filters.append(_any_of(schema, "sender_key", parsed.senders))
-    if parsed.rooms:
-        filters.append(_any_of(schema, "room_id", parsed.rooms))
-    if parsed.flag_room:
-        filters.append(tantivy.Query.term_query(schema, "room_id", parsed.flag_room))
-    if parsed.flag_sender:
-        filters.append(tantivy.Query.term_query(schema, "sender_key", parsed.flag_sender))
-    if parsed.trust:
-        filters.append(_any_of(schema, "trust", parsed.trust))
-    if parsed.has_thread:
-        filters.append(tantivy.Query.term_query(schema, "thread", 1))
-    if parsed.since_ms is not None or parsed.until_ms is not None:
-        filters.append(
-            tantivy.Query.range_query(
-                schema,
-                "timestamp_ms",
-                tantivy.FieldType.Integer,
-                parsed.since_ms,
-                parsed.until_ms,
-            )
-        )
-    for query in filters:
-        clauses.append((must, tantivy.Query.const_score_query(query, 0.0)))
-    if not clauses:
-        clauses.append((must, tantivy.Query.all_query()))
-    for phrase in parsed.excluded:
-        clauses.append((must_not, _phrase_query(schema, phrase)))
-    if len(clauses) == 1 and clauses[0][0] == must:
-        return clauses[0][1], ranked  # alone, a term query prunes by block maxima (~2x faster)
-    return tantivy.Query.boolean_query(clauses), ranked
-
-
-# --- searching ---------------------------------------------------------------------------
-
-
-@dataclass
-class Hit:
-    event_id: str
-    room_id: str
-    sender_id: str
-    timestamp_ms: int
-    body: str
-    snippet: str
-    highlights: list[tuple[int, int]]
-    score: float
-    trust: str
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "event_id": self.event_id,
-            "room_id": self.room_id,
-            "sender_id": self.sender_id,
-            "timestamp_ms": self.timestamp_ms,
-            "body": self.body,
-            "snippet": marked(self.snippet, self.highlights),
-            "score": round(self.score, 4),
-            "highlights": [list(span) for span in self.highlights],
-            "trust": self.trust,
-        }
-
-
-class Searcher:
-    """An open index; keep one for many queries (opening costs more than a query)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.index = _open_index(folder)
-        self.index.reload()
-        self.schema = self.index.schema
-        self.searcher = self.index.searcher()
-
-    def search(
-        self,
-        text: str,
-        *,
-        room: str | None = None,
-        sender: str | None = None,
-        since_ms: int | None = None,
-        until_ms: int | None = None,
-        limit: int = 20,
-    ) -> list[Hit]:
-        import tantivy
-
-        parsed = parse_query(text)
-        parsed.flag_room = room
-        parsed.flag_sender = sender.casefold() if sender else None
-        if since_ms is not None:
-            parsed.since_ms = _max(parsed.since_ms, since_ms)
-        if until_ms is not None:
-            parsed.until_ms = _min(parsed.until_ms, until_ms)
-        query, ranked = build_query(self.schema, parsed)
-        if ranked:
-            result = self.searcher.search(query, limit, count=False)
-        else:
-            result = self.searcher.search(
-                query, limit, count=False, order_by_field="timestamp_ms", order=tantivy.Order.Desc
-            )
-        words = parsed.words
-        hits = []
-        for score, address in result.hits:
-            doc = self.searcher.doc(address)
-            body = bytes(doc["body"][0]).decode("utf-8")
-            spans = highlight(body, words)
-            text_, inside = snippet(body, spans)
-            hits.append(
-                Hit(
-                    event_id=bytes(doc["event_id"][0]).decode("utf-8"),
-                    room_id=str(doc["room_id"][0]),
-                    sender_id=bytes(doc["sender_id"][0]).decode("utf-8"),
-                    timestamp_ms=int(doc["timestamp_ms"][0]),
-                    body=body,
-                    snippet=text_,
-                    highlights=inside,
-                    score=float(score) if ranked else 0.0,
-                    trust=str(doc["trust"][0]),
-                )
-            )
-        return hits
-
-
-def open_searcher(cache_path: Path) -> Searcher:
-    """A searcher over a fresh index: the timeline rows and the index catch up first."""
-    from bucketchat.query_state import open_fresh
-
-    with open_fresh(cache_path) as cache:
-        if index_lags(cache):
-            update_index(cache)
-    return Searcher(index_dir(cache_path))
-
-
-def search(
-    cache_path: Path,
-    text: str,
-    *,
-    room: str | None = None,
-    sender: str | None = None,
-    since_ms: int | None = None,
-    until_ms: int | None = None,
-    limit: int = 20,
-) -> list[Hit]:
-    """Ranked hits for ``text`` (the search syntax) over the cache at ``cache_path``."""
-    return open_searcher(cache_path).search(
-        text, room=room, sender=sender, since_ms=since_ms, until_ms=until_ms, limit=limit
-    )
